@@ -1,0 +1,169 @@
+//! The storage seam: opaque bytes in and out of named objects, knowing nothing of keys.
+//!
+//! Contract every backend keeps (and the repository relies on):
+//! - `put` is atomic: a reader sees the whole object or none of it (local: write to a
+//!   temporary file, then rename; S3/B2: a single PUT).
+//! - Objects are content-addressed and never rewritten with other bytes; writing an
+//!   existing name again with the same bytes is harmless.
+//! - Read-after-write: an object is readable as soon as `put` returned.
+//!
+//! Retry, timeouts and concurrency limits are OpenDAL layers added here, not `if`s in callers.
+
+mod location;
+
+pub use location::Location;
+
+use opendal::{ErrorKind, Operator};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("object {path} not found in repository {repo}")]
+    NotFound { repo: String, path: String },
+    #[error("{op} {path} in {repo} failed: {source}{hint}")]
+    Op {
+        op: &'static str,
+        repo: String,
+        path: String,
+        hint: &'static str,
+        #[source]
+        source: Box<opendal::Error>,
+    },
+    #[error("no repository at {0}: create one with `pbak init`, or check -r/--repo")]
+    Missing(String),
+    #[error("invalid repository location {0:?}: {1}")]
+    BadLocation(String, String),
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+}
+
+type BResult<T> = std::result::Result<T, BackendError>;
+
+/// A repository's storage: one OpenDAL operator plus the runtime that drives it.
+/// All methods block; they may be called from many threads at once.
+#[derive(Clone)]
+pub struct Backend {
+    op: Operator,
+    rt: Arc<Runtime>,
+    name: String,
+}
+
+fn hint_for(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::PermissionDenied => " (permission denied: check credentials and file permissions)",
+        ErrorKind::RateLimited => " (rate limited: retry later or lower --connections)",
+        ErrorKind::ConfigInvalid => " (check the repository URL and credentials)",
+        _ => "",
+    }
+}
+
+impl Backend {
+    /// Open the storage at `loc` (no repository checks: that is `repo`'s job).
+    /// `create`: a missing local directory is created (for `init`); otherwise it is an error.
+    pub fn open(loc: &Location, create: bool) -> BResult<Backend> {
+        if let Some(p) = loc.local_path() {
+            if !create && !std::path::Path::new(p).is_dir() {
+                return Err(BackendError::Missing(p.to_string()));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pbak-io")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::BadLocation(loc.to_string(), e.to_string()))?;
+        let op = loc.operator()?;
+        Ok(Backend {
+            op,
+            rt: Arc::new(rt),
+            name: loc.to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn err(&self, op: &'static str, path: &str, e: opendal::Error) -> BackendError {
+        if e.kind() == ErrorKind::NotFound {
+            return BackendError::NotFound {
+                repo: self.name.clone(),
+                path: path.to_string(),
+            };
+        }
+        BackendError::Op {
+            op,
+            repo: self.name.clone(),
+            path: path.to_string(),
+            hint: hint_for(e.kind()),
+            source: Box::new(e),
+        }
+    }
+
+    /// Store `data` under `path` atomically.
+    pub fn put(&self, path: &str, data: Vec<u8>) -> BResult<()> {
+        self.rt
+            .block_on(self.op.write(path, data))
+            .map(|_| ())
+            .map_err(|e| self.err("write", path, e))
+    }
+
+    pub fn get(&self, path: &str) -> BResult<Vec<u8>> {
+        self.rt
+            .block_on(self.op.read(path))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", path, e))
+    }
+
+    /// Read `len` bytes at `offset`.
+    pub fn get_range(&self, path: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        self.rt
+            .block_on(self.op.read_with(path).range(offset..offset + len).into_future())
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", path, e))
+    }
+
+    pub fn size(&self, path: &str) -> BResult<u64> {
+        self.rt
+            .block_on(self.op.stat(path))
+            .map(|m| m.content_length())
+            .map_err(|e| self.err("stat", path, e))
+    }
+
+    pub fn exists(&self, path: &str) -> BResult<bool> {
+        self.rt
+            .block_on(self.op.exists(path))
+            .map_err(|e| self.err("stat", path, e))
+    }
+
+    pub fn delete(&self, path: &str) -> BResult<()> {
+        self.rt
+            .block_on(self.op.delete(path))
+            .map_err(|e| self.err("delete", path, e))
+    }
+
+    /// Names of all objects below `dir` (recursive), relative to `dir`, without directories.
+    /// A missing directory lists as empty.
+    pub fn list(&self, dir: &str) -> BResult<Vec<String>> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let entries = match self
+            .rt
+            .block_on(self.op.list_with(&prefix).recursive(true).into_future())
+        {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", &prefix, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .map(|e| e.path().strip_prefix(&prefix).unwrap_or(e.path()).to_string())
+            .collect())
+    }
+}

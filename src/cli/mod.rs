@@ -1,0 +1,216 @@
+//! Command-line interface. Each handler parses, calls the library, prints; anything longer
+//! belongs in `pbak::repo`. Errors end as one line on stderr and exit code 1; a backup that
+//! could not read some files exits 3.
+
+mod args;
+mod output;
+mod password;
+
+use anyhow::{Context, Result};
+use args::{Cli, Command, KeyCommand};
+use clap::Parser;
+use pbak::backends::{Backend, Location};
+use pbak::repo::archiver::{self, BackupOptions, Progress, Source};
+use pbak::repo::keyfile::KdfParams;
+use pbak::repo::restorer::{self, RestoreOptions};
+use pbak::repo::{check, Repository};
+
+pub const EXIT_PARTIAL: i32 = 3;
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Our library errors already say what and what to do: print them alone.
+            match e.downcast_ref::<pbak::Error>() {
+                Some(pe) => eprintln!("pbak: {pe}"),
+                None => eprintln!("pbak: {e:#}"),
+            }
+            1
+        }
+    }
+}
+
+fn location(cli: &Cli) -> Result<Location> {
+    let r = cli
+        .repo
+        .as_deref()
+        .context("no repository given: use -r/--repo or set PBAK_REPOSITORY")?;
+    Ok(Location::parse(r)?)
+}
+
+fn open_repo(cli: &Cli) -> Result<Repository> {
+    let backend = Backend::open(&location(cli)?, false)?;
+    let pw = password::get(cli, "repository password")?;
+    Ok(Repository::open(backend, &pw)?)
+}
+
+fn kdf(mem_mib: Option<u32>, iterations: Option<u32>) -> KdfParams {
+    let d = KdfParams::default();
+    KdfParams {
+        m_cost_kib: mem_mib.map(|m| m * 1024).unwrap_or(d.m_cost_kib),
+        t_cost: iterations.unwrap_or(d.t_cost),
+        p_cost: d.p_cost,
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Init {
+            kdf_memory_mib,
+            kdf_iterations,
+        } => {
+            let backend = Backend::open(&location(cli)?, true)?;
+            let pw = password::get_new(cli)?;
+            let repo = Repository::init(backend, &pw, kdf(*kdf_memory_mib, *kdf_iterations))?;
+            output::init(cli, &repo);
+            Ok(0)
+        }
+        Command::Backup(b) => backup(cli, b),
+        Command::Snapshots { host, path, tag } => {
+            let repo = open_repo(cli)?;
+            let snaps: Vec<_> = repo
+                .snapshots()?
+                .into_iter()
+                .filter(|(_, s)| host.as_ref().is_none_or(|h| &s.host == h))
+                .filter(|(_, s)| path.as_ref().is_none_or(|p| s.paths.iter().any(|sp| sp == p)))
+                .filter(|(_, s)| tag.iter().all(|t| s.tags.contains(t)))
+                .collect();
+            output::snapshots(cli, &snaps);
+            Ok(0)
+        }
+        Command::Ls { snapshot, path, long } => {
+            let repo = open_repo(cli)?;
+            let index = repo.load_index()?;
+            let (id, snap) = repo.find_snapshot(snapshot)?;
+            output::ls(cli, &repo, &index, &id, &snap, path.as_deref().unwrap_or(""), *long)?;
+            Ok(0)
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            exclude,
+            verify,
+        } => {
+            let (spec, sub) = snapshot.split_once(':').unwrap_or((snapshot.as_str(), ""));
+            let repo = open_repo(cli)?;
+            let index = repo.load_index()?;
+            let (id, snap) = repo.find_snapshot(spec)?;
+            let opts = RestoreOptions {
+                target: target.clone(),
+                subpath: sub.to_string(),
+                includes: include.clone(),
+                excludes: exclude.clone(),
+                verify: *verify,
+            };
+            let total = snap.summary.total_bytes;
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let sum = output::with_bytes_bar(cli, total, &done, || {
+                restorer::restore(&repo, &index, &snap, &opts, &done)
+            })?;
+            output::restored(cli, &id, &sum);
+            Ok(0)
+        }
+        Command::Check { read_data } => {
+            let repo = open_repo(cli)?;
+            let index = repo.load_index()?;
+            let rep = check::check(&repo, &index, *read_data)?;
+            output::check(cli, &rep);
+            Ok(if rep.errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Key(k) => key(cli, k),
+        Command::Cat { kind, id } => {
+            let repo = open_repo(cli)?;
+            output::cat(&repo, kind, id.as_deref())?;
+            Ok(0)
+        }
+    }
+}
+
+fn read_exclude_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(out)
+}
+
+fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
+    let repo = open_repo(cli)?;
+    let index = repo.load_index()?;
+    let mut excludes = b.exclude.clone();
+    excludes.extend(read_exclude_files(&b.exclude_file)?);
+    let parent = match &b.parent {
+        Some(p) => Some(repo.find_snapshot(p)?.0),
+        None => None,
+    };
+    let opts = BackupOptions {
+        sources: b
+            .paths
+            .iter()
+            .map(|p| Source {
+                recorded: p.clone(),
+                read: p.clone(),
+            })
+            .collect(),
+        tags: b.tag.clone(),
+        host: b.host.clone().unwrap_or_else(|| pbak::repo::host_user().0),
+        excludes,
+        one_file_system: b.one_file_system,
+        exclude_caches: b.exclude_caches,
+        dry_run: b.dry_run,
+        parent,
+        readonly_source: false,
+        btrfs: None,
+        connections: b.connections,
+    };
+    let progress = Progress::default();
+    let res = output::with_backup_bar(cli, &progress, || archiver::backup(&repo, &index, &opts, &progress))?;
+    output::backup_done(cli, &res);
+    Ok(if res.snapshot.partial { EXIT_PARTIAL } else { 0 })
+}
+
+fn key(cli: &Cli, k: &KeyCommand) -> Result<i32> {
+    let repo = open_repo(cli)?;
+    match k {
+        KeyCommand::List => output::keys(cli, &repo, &repo.list_keys()?),
+        KeyCommand::Add {
+            kdf_memory_mib,
+            kdf_iterations,
+        } => {
+            let pw = password::get_new_key(cli)?;
+            let id = repo.add_key(&pw, kdf(*kdf_memory_mib, *kdf_iterations))?;
+            println!("added key {}", id.short());
+        }
+        KeyCommand::Remove { id } => {
+            let id = repo.find_key(id)?;
+            if id == repo.key_id() {
+                anyhow::bail!(
+                    "refusing to remove the key you are using ({}); open with another key first",
+                    id.short()
+                );
+            }
+            repo.remove_key(&id)?;
+            println!("removed key {}", id.short());
+        }
+        KeyCommand::Passwd => {
+            let pw = password::get_new_key(cli)?;
+            let id = repo.add_key(&pw, KdfParams::default())?;
+            repo.remove_key(&repo.key_id())?;
+            println!(
+                "password changed: key {} replaces {}",
+                id.short(),
+                repo.key_id().short()
+            );
+        }
+    }
+    Ok(0)
+}

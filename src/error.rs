@@ -1,0 +1,72 @@
+//! The one public error of the library. Every variant names the object or path involved
+//! and, where there is one, what the user can do next.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Backend(#[from] crate::backends::BackendError),
+
+    #[error(transparent)]
+    Btrfs(#[from] crate::btrfs::BtrfsError),
+
+    #[error("no repository at {0}: create one with `pbak init`, or check -r/--repo")]
+    NoRepository(String),
+
+    #[error("a repository already exists at {0}; refusing to overwrite it")]
+    RepositoryExists(String),
+
+    #[error("{0} is not a pbak repository (no `config` object); check -r/--repo")]
+    NotARepository(String),
+
+    #[error("wrong password: no key in {repo} opens with it; check the password file or PBAK_PASSWORD_* variables")]
+    WrongPassword { repo: String },
+
+    #[error("{object} is corrupt: {reason}; run `pbak check --read-data` and restore from another snapshot if needed")]
+    Corrupt { object: String, reason: String },
+
+    #[error("unsupported repository format version {0}; upgrade pbak")]
+    UnsupportedVersion(u32),
+
+    #[error("no snapshot matches {0:?}; list them with `pbak snapshots`")]
+    SnapshotNotFound(String),
+
+    #[error("snapshot prefix {0:?} is ambiguous ({1} snapshots match); give more digits")]
+    SnapshotAmbiguous(String, usize),
+
+    #[error("path {path} not found in snapshot {snapshot}")]
+    PathNotInSnapshot { snapshot: String, path: String },
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cannot remove key {0}: it is the only key left, the repository would become unreadable")]
+    LastKey(String),
+
+    #[error("restore would write outside the target: {0}; the repository may be tampered with")]
+    UnsafePath(String),
+
+    #[error("verification failed for {path}: {reason}")]
+    VerifyFailed { path: PathBuf, reason: String },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+}

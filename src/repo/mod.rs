@@ -1,0 +1,337 @@
+//! The repository: cryptography, packs, index, trees, snapshots and the operations on them.
+//!
+//! Write order is pack → index → snapshot: nothing refers to an object not yet stored.
+//! Every object read from the backend is authenticated (and, for blobs, its keyed hash
+//! checked) before it is used.
+
+pub mod archiver;
+pub mod check;
+pub mod config;
+pub mod crypto;
+pub mod fsnode;
+pub mod index;
+pub mod keyfile;
+pub mod pack;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+use crate::backends::{Backend, BackendError};
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, IndexId, KeyId, SnapshotId};
+use config::Config;
+use crypto::MasterKey;
+use index::{Index, IndexFile};
+use keyfile::{KdfParams, KeyFile, KeyFileError};
+use rayon::prelude::*;
+use snapshot::Snapshot;
+use tree::Tree;
+
+/// An opened repository: the backend, the master key and the config.
+pub struct Repository {
+    backend: Backend,
+    key: MasterKey,
+    config: Config,
+    key_id: KeyId,
+}
+
+/// Host and user names recorded in keys and snapshots.
+pub fn host_user() -> (String, String) {
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    let user = std::env::var("USER").unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string());
+    (host, user)
+}
+
+impl Repository {
+    /// Create a repository at `backend`, refusing if anything already lives there.
+    pub fn init(backend: Backend, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        if backend.exists("config")? || !backend.list("keys")?.is_empty() {
+            return Err(Error::RepositoryExists(backend.name().to_string()));
+        }
+        let key = MasterKey::generate();
+        let config = Config::new();
+        let (host, user) = host_user();
+        let kf = KeyFile::create(&key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
+        let bytes = kf.encode();
+        let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
+        backend.put(&format!("keys/{key_id}"), bytes)?;
+        backend.put("config", key.seal(&config.encode()))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// Open with a password, trying every key file.
+    pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
+        let config_sealed = match backend.get("config") {
+            Ok(b) => b,
+            Err(BackendError::NotFound { .. }) => {
+                let name = backend.name().to_string();
+                let has_anything = backend.list("keys").map(|v| !v.is_empty()).unwrap_or(false);
+                return Err(if has_anything || local_dir_exists(&name) {
+                    Error::NotARepository(name)
+                } else {
+                    Error::NoRepository(name)
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let keys = backend.list("keys")?;
+        for name in keys {
+            let bytes = backend.get(&format!("keys/{name}"))?;
+            let Ok(kf) = KeyFile::decode(&bytes) else { continue };
+            match kf.open(password) {
+                Ok(key) => {
+                    let plain = key
+                        .open(&config_sealed)
+                        .map_err(|_| Error::corrupt("config", "does not authenticate with the master key"))?;
+                    let config = Config::decode(&plain).map_err(|e| Error::corrupt("config", e))?;
+                    if config.version != config::FORMAT_VERSION {
+                        return Err(Error::UnsupportedVersion(config.version));
+                    }
+                    let key_id = KeyId::from_hex(&name).unwrap_or_default();
+                    return Ok(Repository {
+                        backend,
+                        key,
+                        config,
+                        key_id,
+                    });
+                }
+                Err(KeyFileError::WrongPassword) => continue,
+                Err(KeyFileError::Malformed(_)) => continue,
+            }
+        }
+        Err(Error::WrongPassword {
+            repo: backend.name().to_string(),
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.key.chunker_seed())
+    }
+
+    /// Read and authenticate a sealed object whose name is the BLAKE3 of its bytes.
+    fn get_verified(&self, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let sealed = self.backend.get(path)?;
+        if blake3::hash(&sealed).as_bytes() != id {
+            return Err(Error::corrupt(path, "content does not match its name (hash mismatch)"));
+        }
+        self.key.open(&sealed).map_err(|e| Error::corrupt(path, e.to_string()))
+    }
+
+    /// Store a sealed object under `dir/<BLAKE3 of its bytes>`.
+    fn put_sealed(&self, dir: &str, plain: &[u8]) -> Result<[u8; 32]> {
+        let sealed = self.key.seal(plain);
+        let id = *blake3::hash(&sealed).as_bytes();
+        self.backend.put(&format!("{dir}/{}", hex::encode(id)), sealed)?;
+        Ok(id)
+    }
+
+    // ---- index ----
+
+    pub fn load_index(&self) -> Result<Index> {
+        let names = self.backend.list("index")?;
+        let files: Vec<Result<IndexFile>> = names
+            .par_iter()
+            .map(|n| {
+                let path = format!("index/{n}");
+                let id = IndexId::from_hex(n).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
+                let sealed = self.backend.get(&path)?;
+                if blake3::hash(&sealed).as_bytes() != &id.0 {
+                    return Err(Error::corrupt(&path, "content does not match its name"));
+                }
+                IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
+            })
+            .collect();
+        let mut index = Index::default();
+        for f in files {
+            for p in &f?.packs {
+                index.add_pack(p);
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let sealed = file.encode(&self.key);
+        let id = IndexId(*blake3::hash(&sealed).as_bytes());
+        self.backend.put(&format!("index/{id}"), sealed)?;
+        Ok(id)
+    }
+
+    // ---- blobs and trees ----
+
+    /// Fetch, authenticate, decompress and hash-check one blob.
+    pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index"))?;
+        let pack = index.pack_id(loc);
+        let path = pack::pack_path(&pack);
+        let sealed = self.backend.get_range(&path, loc.offset as u64, loc.length as u64)?;
+        self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed)
+    }
+
+    pub fn open_blob(&self, pack: &str, id: &BlobId, compressed: bool, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {} in {pack}", id.short());
+        let plain = self
+            .key
+            .open(sealed)
+            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let data = if compressed {
+            zstd::bulk::decompress(&plain, raw_len as usize).map_err(|e| Error::corrupt(what(), e.to_string()))?
+        } else {
+            plain
+        };
+        if data.len() != raw_len as usize || self.key.blob_id(&data) != *id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+        Ok(data)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(index, id)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+    }
+
+    // ---- snapshots ----
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        Ok(SnapshotId(self.put_sealed("snapshots", &snap.encode())?))
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let path = format!("snapshots/{id}");
+        let plain = self.get_verified(&path, &id.0)?;
+        Snapshot::decode(&plain).map_err(|e| Error::corrupt(path, e))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let names = self.backend.list("snapshots")?;
+        let mut out = names
+            .par_iter()
+            .map(|n| {
+                let id = SnapshotId::from_hex(n)
+                    .ok_or_else(|| Error::corrupt(format!("snapshots/{n}"), "name is not an id"))?;
+                Ok((id, self.load_snapshot(&id)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolve `latest` or a unique hex prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut m: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| !spec_l.is_empty() && id.to_hex().starts_with(&spec_l))
+            .collect();
+        match m.len() {
+            0 => Err(Error::SnapshotNotFound(spec.into())),
+            1 => Ok(m.pop().expect("one")),
+            n => Err(Error::SnapshotAmbiguous(spec.into(), n)),
+        }
+    }
+
+    /// Follow `subpath` (slash-separated, relative to the snapshot root) to its node's tree.
+    pub fn resolve_path(&self, index: &Index, root: &BlobId, subpath: &str) -> Result<(BlobId, Option<tree::Node>)> {
+        let mut current = *root;
+        let mut last = None;
+        for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let t = self.load_tree(index, &current)?;
+            let node = t
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotInSnapshot {
+                    snapshot: root.short(),
+                    path: subpath.to_string(),
+                })?;
+            match node.subtree {
+                Some(st) => current = st,
+                None => {
+                    return Ok((current, Some(node)));
+                }
+            }
+            last = Some(node);
+        }
+        Ok((current, last))
+    }
+
+    // ---- keys ----
+
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
+        let mut out = Vec::new();
+        for n in self.backend.list("keys")? {
+            let bytes = self.backend.get(&format!("keys/{n}"))?;
+            let kf = KeyFile::decode(&bytes).map_err(|e| Error::corrupt(format!("keys/{n}"), e.to_string()))?;
+            out.push((KeyId::from_hex(&n).unwrap_or_default(), kf));
+        }
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let (host, user) = host_user();
+        let kf = KeyFile::create(&self.key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
+        let bytes = kf.encode();
+        let id = KeyId(*blake3::hash(&bytes).as_bytes());
+        self.backend.put(&format!("keys/{id}"), bytes)?;
+        Ok(id)
+    }
+
+    pub fn remove_key(&self, id: &KeyId) -> Result<()> {
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::Usage(format!("no key {id}; list them with `pbak key list`")));
+        }
+        if keys.len() == 1 {
+            return Err(Error::LastKey(id.short()));
+        }
+        self.backend.delete(&format!("keys/{id}"))?;
+        Ok(())
+    }
+
+    /// Resolve a key id prefix.
+    pub fn find_key(&self, prefix: &str) -> Result<KeyId> {
+        let keys = self.list_keys()?;
+        let m: Vec<_> = keys
+            .iter()
+            .filter(|(k, _)| k.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
+        match m.as_slice() {
+            [(k, _)] => Ok(*k),
+            [] => Err(Error::Usage(format!(
+                "no key matches {prefix:?}; list them with `pbak key list`"
+            ))),
+            _ => Err(Error::Usage(format!("key prefix {prefix:?} is ambiguous"))),
+        }
+    }
+}
+
+fn local_dir_exists(name: &str) -> bool {
+    std::path::Path::new(name).is_dir()
+}

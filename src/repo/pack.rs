@@ -1,0 +1,169 @@
+//! Packs: sealed blobs back to back, then the sealed header listing them, then the sealed
+//! header's length as u32 LE. The pack id is the unkeyed BLAKE3 of all its bytes, so the
+//! storage's integrity can be checked without the key. Blob order inside a pack is shuffled
+//! so the provider cannot line chunk sizes up with file order.
+
+use super::crypto::{random, MasterKey};
+use crate::ids::{BlobId, PackId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+/// One blob's place in its pack (header entry, and index entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub offset: u32,
+    /// Stored (sealed) length.
+    pub length: u32,
+    /// Plaintext length after decompression.
+    pub raw_length: u32,
+    pub compressed: bool,
+}
+
+/// A sealed blob waiting to be packed.
+pub struct SealedBlob {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub sealed: Vec<u8>,
+    pub raw_length: u32,
+    pub compressed: bool,
+}
+
+pub struct FinishedPack {
+    pub id: PackId,
+    pub bytes: Vec<u8>,
+    pub blobs: Vec<BlobEntry>,
+}
+
+/// Collects blobs of one kind until the pack is big enough.
+#[derive(Default)]
+pub struct PackBuilder {
+    blobs: Vec<SealedBlob>,
+    size: usize,
+}
+
+impl PackBuilder {
+    pub fn add(&mut self, b: SealedBlob) {
+        self.size += b.sealed.len();
+        self.blobs.push(b);
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    pub fn finish(&mut self, key: &MasterKey) -> FinishedPack {
+        let mut blobs = std::mem::take(&mut self.blobs);
+        self.size = 0;
+        shuffle(&mut blobs);
+        let total: usize = blobs.iter().map(|b| b.sealed.len()).sum();
+        let mut bytes = Vec::with_capacity(total + 64 * blobs.len() + 64);
+        let mut entries = Vec::with_capacity(blobs.len());
+        for b in blobs {
+            entries.push(BlobEntry {
+                id: b.id,
+                kind: b.kind,
+                offset: bytes.len() as u32,
+                length: b.sealed.len() as u32,
+                raw_length: b.raw_length,
+                compressed: b.compressed,
+            });
+            bytes.extend_from_slice(&b.sealed);
+        }
+        let header = key.seal(&postcard::to_stdvec(&entries).expect("header serializes"));
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        FinishedPack {
+            id: PackId(*blake3::hash(&bytes).as_bytes()),
+            bytes,
+            blobs: entries,
+        }
+    }
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let mut r = [0u8; 8];
+        random(&mut r);
+        let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Object name of a pack.
+pub fn pack_path(id: &PackId) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{}", &h[..2], h)
+}
+
+/// Decode and check the header of a complete pack.
+pub fn decode_header(key: &MasterKey, pack: &[u8]) -> Result<Vec<BlobEntry>, String> {
+    if pack.len() < 4 {
+        return Err("shorter than its length field".into());
+    }
+    let (body, len) = pack.split_at(pack.len() - 4);
+    let hlen = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if hlen > body.len() {
+        return Err(format!("header length {hlen} exceeds pack size"));
+    }
+    let (blobs_area, header) = body.split_at(body.len() - hlen);
+    let plain = key.open(header).map_err(|e| format!("header: {e}"))?;
+    let entries: Vec<BlobEntry> = postcard::from_bytes(&plain).map_err(|e| format!("header: {e}"))?;
+    for e in &entries {
+        if e.offset as usize + e.length as usize > blobs_area.len() {
+            return Err(format!("blob {} lies outside the pack", e.id.short()));
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn build_and_decode() {
+        let key = MasterKey::generate();
+        let mut b = PackBuilder::default();
+        for i in 0..10u8 {
+            let plain = vec![i; 100];
+            b.add(SealedBlob {
+                id: key.blob_id(&plain),
+                kind: BlobKind::Data,
+                sealed: key.seal(&plain),
+                raw_length: 100,
+                compressed: false,
+            });
+        }
+        let p = b.finish(&key);
+        assert_eq!(p.id, PackId(*blake3::hash(&p.bytes).as_bytes()));
+        let h = decode_header(&key, &p.bytes).unwrap();
+        assert_eq!(h, p.blobs);
+        for e in h {
+            let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(key.blob_id(&key.open(s).unwrap()), e.id);
+        }
+        let mut bad = p.bytes.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 1;
+        assert!(decode_header(&key, &bad).is_err());
+        assert!(decode_header(&key, &p.bytes[..n - 1]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_are_errors(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let key = MasterKey::from_secret([3; 32]);
+            prop_assert!(decode_header(&key, &data).is_err());
+        }
+    }
+}
