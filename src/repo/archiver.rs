@@ -7,7 +7,7 @@
 //! Index files are written every `INDEX_EVERY` packs, so an interrupted backup's stored
 //! packs are known to the next run and not uploaded again.
 
-use super::fsnode::{data_extents, node_from_metadata};
+use super::fsnode::{data_extents, node_from_metadata, open_noatime};
 use super::index::{Index, IndexFile, IndexPack};
 use super::pack::{pack_path, BlobKind, FinishedPack, PackBuilder, SealedBlob};
 use super::snapshot::{BtrfsOrigin, Snapshot, Summary};
@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -684,17 +684,5 @@ impl Ctx<'_> {
             return Err(e);
         }
         n
-    }
-}
-
-/// Open without updating atime where permitted (owner or root).
-fn open_noatime(p: &Path) -> std::io::Result<std::fs::File> {
-    let r = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32)
-        .open(p);
-    match r {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => std::fs::File::open(p),
-        r => r,
     }
 }

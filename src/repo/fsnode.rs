@@ -215,3 +215,17 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
     )?;
     Ok(())
 }
+
+/// Open for reading without updating atime where permitted (owner or root), so a backup or
+/// a verification pass leaves the times it reads untouched.
+pub fn open_noatime(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32)
+        .open(p);
+    match r {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => std::fs::File::open(p),
+        r => r,
+    }
+}

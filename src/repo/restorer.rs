@@ -376,7 +376,7 @@ fn verify(repo: &Repository, index: &Index, target: &Path, items: &[Item]) -> Re
             path: path.clone(),
             reason,
         };
-        let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let f = super::fsnode::open_noatime(&path).map_err(|e| Error::io(&path, e))?;
         let md = f.metadata().map_err(|e| Error::io(&path, e))?;
         if md.len() != it.node.size {
             return Err(fail(format!("size {} instead of {}", md.len(), it.node.size)));
