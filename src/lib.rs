@@ -13,5 +13,6 @@ pub mod chunker;
 pub mod error;
 pub mod ids;
 pub mod repo;
+pub mod workflows;
 
 pub use error::{Error, Result};

@@ -44,6 +44,11 @@ pub enum Command {
     },
     /// Back up files and directories into a new snapshot
     Backup(BackupArgs),
+    /// Take a read-only Btrfs snapshot of each subvolume, back it up, then expire old local snapshots
+    SnapshotBackup(SnapshotBackupArgs),
+    /// Manage pbak's local Btrfs snapshots
+    #[command(subcommand)]
+    Btrfs(BtrfsCommand),
     /// List snapshots
     Snapshots {
         /// Only snapshots of this host
@@ -99,6 +104,16 @@ pub struct BackupArgs {
     /// Files and directories to back up
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Snapshot whose unchanged files are reused (default: the latest of this host and paths)
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[command(flatten)]
+    pub common: BackupCommon,
+}
+
+/// Options shared by `backup` and `snapshot-backup`.
+#[derive(Args, Debug)]
+pub struct BackupCommon {
     /// Tag the snapshot (repeatable)
     #[arg(long)]
     pub tag: Vec<String>,
@@ -120,12 +135,70 @@ pub struct BackupArgs {
     /// Do everything but store anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Snapshot whose unchanged files are reused (default: the latest of this host and paths)
-    #[arg(long)]
-    pub parent: Option<String>,
     /// Concurrent pack uploads
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+}
+
+/// Retention rules, as restic's `forget`.
+#[derive(Args, Debug, Default)]
+pub struct KeepArgs {
+    /// Keep the newest N
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest of each of the last N hours
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest of each of the last N days
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest of each of the last N weeks
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest of each of the last N months
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest of each of the last N years
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep everything within this duration of the newest (e.g. 2d12h; units y m w d h)
+    #[arg(long)]
+    pub keep_within: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotBackupArgs {
+    /// Btrfs subvolumes to back up (each gets its own read-only snapshot)
+    #[arg(required = true)]
+    pub subvolumes: Vec<PathBuf>,
+    /// Where local snapshots go (default: .pbak-snapshots at the subvolume's top; relative paths are taken from there)
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: BackupCommon,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BtrfsCommand {
+    /// List pbak's local snapshots of a subvolume
+    List {
+        subvolume: PathBuf,
+        #[arg(long)]
+        snapshot_dir: Option<PathBuf>,
+    },
+    /// Delete local snapshots by keep rules (never the last one backed up)
+    Prune {
+        subvolume: PathBuf,
+        #[arg(long)]
+        snapshot_dir: Option<PathBuf>,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Only show what would be deleted
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,7 +13,9 @@ use pbak::backends::{Backend, Location};
 use pbak::repo::archiver::{self, BackupOptions, Progress, Source};
 use pbak::repo::keyfile::KdfParams;
 use pbak::repo::restorer::{self, RestoreOptions};
+use pbak::repo::retention::{parse_duration, KeepRules};
 use pbak::repo::{check, Repository};
+use pbak::workflows::snapshot_backup;
 
 pub const EXIT_PARTIAL: i32 = 3;
 
@@ -68,6 +70,8 @@ fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Backup(b) => backup(cli, b),
+        Command::SnapshotBackup(a) => snapshot_backup(cli, a),
+        Command::Btrfs(c) => btrfs_cmd(cli, c),
         Command::Snapshots { host, path, tag } => {
             let repo = open_repo(cli)?;
             let snaps: Vec<_> = repo
@@ -143,39 +147,135 @@ fn read_exclude_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+fn backup_options(c: &args::BackupCommon) -> Result<BackupOptions> {
+    let mut excludes = c.exclude.clone();
+    excludes.extend(read_exclude_files(&c.exclude_file)?);
+    Ok(BackupOptions {
+        tags: c.tag.clone(),
+        host: c.host.clone().unwrap_or_else(|| pbak::repo::host_user().0),
+        excludes,
+        one_file_system: c.one_file_system,
+        exclude_caches: c.exclude_caches,
+        dry_run: c.dry_run,
+        connections: c.connections,
+        ..Default::default()
+    })
+}
+
+fn keep_rules(k: &args::KeepArgs) -> Result<KeepRules> {
+    Ok(KeepRules {
+        last: k.keep_last,
+        hourly: k.keep_hourly,
+        daily: k.keep_daily,
+        weekly: k.keep_weekly,
+        monthly: k.keep_monthly,
+        yearly: k.keep_yearly,
+        within: k
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    })
+}
+
 fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
     let index = repo.load_index()?;
-    let mut excludes = b.exclude.clone();
-    excludes.extend(read_exclude_files(&b.exclude_file)?);
-    let parent = match &b.parent {
+    let mut opts = backup_options(&b.common)?;
+    opts.sources = b
+        .paths
+        .iter()
+        .map(|p| Source {
+            recorded: p.clone(),
+            read: p.clone(),
+        })
+        .collect();
+    opts.parent = match &b.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
-    };
-    let opts = BackupOptions {
-        sources: b
-            .paths
-            .iter()
-            .map(|p| Source {
-                recorded: p.clone(),
-                read: p.clone(),
-            })
-            .collect(),
-        tags: b.tag.clone(),
-        host: b.host.clone().unwrap_or_else(|| pbak::repo::host_user().0),
-        excludes,
-        one_file_system: b.one_file_system,
-        exclude_caches: b.exclude_caches,
-        dry_run: b.dry_run,
-        parent,
-        readonly_source: false,
-        btrfs: None,
-        connections: b.connections,
     };
     let progress = Progress::default();
     let res = output::with_backup_bar(cli, &progress, || archiver::backup(&repo, &index, &opts, &progress))?;
     output::backup_done(cli, &res);
     Ok(if res.snapshot.partial { EXIT_PARTIAL } else { 0 })
+}
+
+/// Each subvolume on its own: a failure is reported and the others still run.
+fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
+    let repo = open_repo(cli)?;
+    let template = backup_options(&a.common)?;
+    let keep = keep_rules(&a.keep)?;
+    let mut code = 0;
+    for sv in &a.subvolumes {
+        // Reload: the previous subvolume's packs are now indexed.
+        let index = repo.load_index()?;
+        let opts = snapshot_backup::SnapshotBackupOptions {
+            subvolume: sv.clone(),
+            snapshot_dir: a.snapshot_dir.clone(),
+            backup: template.clone(),
+            keep: keep.clone(),
+        };
+        let progress = Progress::default();
+        match output::with_backup_bar(cli, &progress, || snapshot_backup::run(&repo, &index, &opts, &progress)) {
+            Ok(r) => {
+                if !cli.json {
+                    println!("{}: read from snapshot {}", sv.display(), r.local_snapshot.display());
+                    for p in &r.pruned {
+                        println!("deleted local snapshot {}", p.display());
+                    }
+                }
+                output::backup_done(cli, &r.backup);
+                if r.backup.snapshot.partial && code == 0 {
+                    code = EXIT_PARTIAL;
+                }
+            }
+            Err(e) => {
+                eprintln!("pbak: {}: {e}", sv.display());
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
+    match c {
+        args::BtrfsCommand::List {
+            subvolume,
+            snapshot_dir,
+        } => {
+            let dir = snapshot_backup::snapshot_dir(subvolume, snapshot_dir.as_deref());
+            for s in snapshot_backup::list_local(subvolume, &dir)? {
+                println!("{}  {}", s.time.format("%Y-%m-%d %H:%M:%S"), s.path.display());
+            }
+            Ok(0)
+        }
+        args::BtrfsCommand::Prune {
+            subvolume,
+            snapshot_dir,
+            keep,
+            dry_run,
+        } => {
+            let rules = keep_rules(keep)?;
+            if rules.is_empty() {
+                anyhow::bail!("no --keep-* rule given: refusing to delete every local snapshot");
+            }
+            let repo = open_repo(cli)?;
+            let protected = snapshot_backup::protected_snapshot(&repo, subvolume)?;
+            let dir = snapshot_backup::snapshot_dir(subvolume, snapshot_dir.as_deref());
+            let local = snapshot_backup::list_local(subvolume, &dir)?;
+            for s in snapshot_backup::plan_prune(&local, &rules, protected.as_deref()) {
+                if *dry_run {
+                    println!("would delete {}", s.path.display());
+                } else {
+                    pbak::btrfs::delete_subvolume(&s.path)?;
+                    println!("deleted {}", s.path.display());
+                }
+            }
+            Ok(0)
+        }
+    }
 }
 
 fn key(cli: &Cli, k: &KeyCommand) -> Result<i32> {

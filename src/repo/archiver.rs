@@ -54,6 +54,8 @@ pub struct BackupOptions {
     pub btrfs: Option<BtrfsOrigin>,
     /// Concurrent pack uploads.
     pub connections: usize,
+    /// Record this st_dev for every entry (a snapshot's own device number changes each time).
+    pub device_override: Option<u64>,
 }
 
 /// Live counters for a progress display; the backup only ever adds to them.
@@ -420,6 +422,13 @@ impl Ctx<'_> {
         self.warnings.lock().expect("lock").push(msg);
     }
 
+    fn fix_device(&self, mut n: Node) -> Node {
+        if let Some(d) = self.opts.device_override {
+            n.device = d;
+        }
+        n
+    }
+
     fn excluded(&self, rec: &Path, name: &[u8]) -> bool {
         let name = String::from_utf8_lossy(name);
         self.excludes.iter().any(|p| {
@@ -489,7 +498,8 @@ impl Ctx<'_> {
                     Trie::Leaf(read) => self.archive_entry(read, &rec, name, pnode, dev_of(read)),
                     Trie::Inner(sub) => {
                         let md = std::fs::symlink_metadata(&rec).map_err(|e| Error::io(&rec, e))?;
-                        let mut node = node_from_metadata(name, &rec, &md).map_err(|e| Error::io(&rec, e))?;
+                        let mut node =
+                            self.fix_device(node_from_metadata(name, &rec, &md).map_err(|e| Error::io(&rec, e))?);
                         let ptree = self.parent_subtree(pnode);
                         node.subtree = Some(self.archive_trie(sub, &rec, ptree.as_ref())?);
                         Ok(Some(node))
@@ -562,7 +572,7 @@ impl Ctx<'_> {
             }
         };
         let mut node = match node_from_metadata(name, read, &md) {
-            Ok(n) => n,
+            Ok(n) => self.fix_device(n),
             Err(e) => {
                 self.warn(format!("{}: {e}", rec.display()));
                 return Ok(None);

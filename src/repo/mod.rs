@@ -13,6 +13,7 @@ pub mod index;
 pub mod keyfile;
 pub mod pack;
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 

@@ -1,6 +1,8 @@
 //! Throwaway Btrfs filesystems on loop devices for tests (needs root and btrfs-progs).
 #![allow(dead_code)]
 
+pub mod pbak;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

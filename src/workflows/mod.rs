@@ -1,0 +1,3 @@
+//! Operations that combine the Btrfs layer with the repository layer.
+
+pub mod snapshot_backup;
