@@ -238,10 +238,10 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
             abort: &abort,
             progress,
         };
-        let r = match &trie {
+        let r = super::with_io_pool(|| match &trie {
             Trie::Leaf(read) => ctx.archive_dir(read, Path::new("/"), parent_tree.as_ref(), dev_of(read)),
             Trie::Inner(map) => ctx.archive_trie(map, Path::new("/"), parent_tree.as_ref()),
-        };
+        });
         walk_done.store(true, Relaxed);
         // Dropping the blob queue's sender lets the packer flush and the uploaders finish.
         let Ctx {
