@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-need=(btrfs-progs rsync attr acl util-linux)
+need=(btrfs-progs rsync attr acl util-linux python3-venv)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,6 +16,10 @@ fi
 # Loop devices for the Btrfs tests (a fresh VM may have only the control device).
 $SUDO modprobe loop 2>/dev/null || true
 $SUDO modprobe btrfs 2>/dev/null || true
+
+# A real S3 server (moto from PyPI, in /opt/pbak-moto) on 127.0.0.1 for tests/s3.rs.
+eval "$(./scripts/s3-server.sh start)"
+trap './scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -145,8 +145,9 @@ fn remote_layers(op: Operator) -> Operator {
     .layer(
         RetryLayer::new()
             .with_jitter()
-            .with_max_times(6)
-            .with_min_delay(Duration::from_millis(200)),
+            .with_max_times(5)
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5)),
     )
 }
 

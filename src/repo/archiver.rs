@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 const BLOB_QUEUE: usize = 16;
-const INDEX_EVERY: usize = 32;
+const INDEX_EVERY: usize = 8;
 
 /// One thing to back up: where it is recorded in the snapshot, and where it is read from
 /// (the same path, or the matching path inside a read-only Btrfs snapshot).

@@ -1,6 +1,7 @@
 //! Throwaway Btrfs filesystems on loop devices for tests (needs root and btrfs-progs).
 #![allow(dead_code)]
 
+pub mod faulty_proxy;
 pub mod pbak;
 
 use std::path::{Path, PathBuf};

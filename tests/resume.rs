@@ -1,0 +1,51 @@
+//! kill -9 in the middle of a backup: the repository stays consistent and the next run does not
+//! store again the packs the killed run had already indexed.
+mod common;
+
+use common::pbak::*;
+use std::fs;
+use std::time::{Duration, Instant};
+
+#[test]
+fn killed_backup_resumes_without_reuploading_indexed_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..24 {
+        fs::write(src.join(format!("f{i:02}")), prng(1000 + i, 16 << 20)).unwrap();
+    }
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    let mut child = p
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("PBAK_THREADS", "1")
+        .spawn()
+        .unwrap();
+    // Wait until the first index file (written every 8 packs) exists, then kill -9.
+    let t = Instant::now();
+    let index_dir = p.repo.join("index");
+    while fs::read_dir(&index_dir).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no index written");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        p.ok(&["snapshots", "--json"]).trim() == "[]",
+        "no snapshot from the killed run"
+    );
+    p.ok(&["check"]);
+    let r = p.backup_json(&[src.to_str().unwrap()]);
+    let added = r["bytes_added"].as_u64().unwrap();
+    assert!(
+        added < (384u64 << 20) - 7 * (16 << 20),
+        "resumed run stored {added} bytes again"
+    );
+    let target = dir.path().join("out");
+    p.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--verify"]);
+    p.ok(&["check", "--read-data"]);
+}
