@@ -96,7 +96,8 @@ fn permanent_errors_fail_fast_with_one_line() {
     let Some((endpoint, bucket)) = server("s3_errors") else {
         return;
     };
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             format!("s3:{endpoint}/{bucket}/{}", unique("creds")),
             vec![("AWS_SECRET_ACCESS_KEY", "wrong")],
