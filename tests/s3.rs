@@ -43,6 +43,9 @@ fn full_cycle(p: &Pbak, dir: &std::path::Path) {
     fs::write(src.join("dir/new-file"), prng(9, 2 << 20)).unwrap();
     let second = p.backup_json(&[src.to_str().unwrap()]);
     assert_eq!(second["files_new"], 1, "{second}");
+    // One data pack, one tree pack, an index and the snapshot: all uploads (B2 class A).
+    assert!(second["backend"]["class_a"].as_u64().unwrap() >= 4, "{second}");
+    assert!(second["backend"]["bytes_up"].as_u64().unwrap() > 2 << 20, "{second}");
     let target = dir.join("restore");
     p.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--verify"]);
     assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
@@ -124,4 +127,49 @@ fn permanent_errors_fail_fast_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(t.elapsed() < Duration::from_secs(10), "{url} took {:?}", t.elapsed());
     }
+}
+
+#[test]
+fn credentials_from_a_private_env_file() {
+    let Some((endpoint, bucket)) = server("s3_env_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("b2.env");
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    fs::write(
+        &env,
+        format!("# test\nexport AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY=\"{secret}\"\n"),
+    )
+    .unwrap();
+    let p = Pbak::new(format!("s3:{endpoint}/{bucket}/{}", unique("envfile")).into());
+    let run = |mode: u32| {
+        fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let mut c = p.cmd(&[
+            "--env-file",
+            env.to_str().unwrap(),
+            "init",
+            "--kdf-memory-mib",
+            "1",
+            "--kdf-iterations",
+            "1",
+        ]);
+        c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+        c.output().unwrap()
+    };
+    let o = run(0o644);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(0o600);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!all.contains(&secret), "the secret was printed");
 }

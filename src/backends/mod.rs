@@ -15,6 +15,7 @@ pub use location::Location;
 
 use opendal::{ErrorKind, Operator};
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::runtime::Runtime;
 
@@ -52,6 +53,28 @@ pub struct Backend {
     op: Operator,
     rt: Arc<Runtime>,
     name: String,
+    counts: Arc<Counters>,
+}
+
+/// Operations by Backblaze B2 transaction class, and bytes moved (what B2 bills).
+/// Class A: uploads and deletes; B: downloads and HEADs; C: listings (one per 1,000 names).
+/// Counted per logical operation at this seam; retries inside OpenDAL are not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OpCounts {
+    pub class_a: u64,
+    pub class_b: u64,
+    pub class_c: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    a: AtomicU64,
+    b: AtomicU64,
+    c: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 fn hint_for(kind: ErrorKind) -> &'static str {
@@ -83,7 +106,20 @@ impl Backend {
             op,
             rt: Arc::new(rt),
             name: loc.to_string(),
+            counts: Arc::default(),
         })
+    }
+
+    /// Operations and bytes since this backend was opened.
+    pub fn counts(&self) -> OpCounts {
+        let c = &self.counts;
+        OpCounts {
+            class_a: c.a.load(Relaxed),
+            class_b: c.b.load(Relaxed),
+            class_c: c.c.load(Relaxed),
+            bytes_up: c.up.load(Relaxed),
+            bytes_down: c.down.load(Relaxed),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -108,6 +144,8 @@ impl Backend {
 
     /// Store `data` under `path` atomically.
     pub fn put(&self, path: &str, data: Vec<u8>) -> BResult<()> {
+        self.counts.a.fetch_add(1, Relaxed);
+        self.counts.up.fetch_add(data.len() as u64, Relaxed);
         self.rt
             .block_on(self.op.write(path, data))
             .map(|_| ())
@@ -115,21 +153,29 @@ impl Backend {
     }
 
     pub fn get(&self, path: &str) -> BResult<Vec<u8>> {
+        self.counts.b.fetch_add(1, Relaxed);
         self.rt
             .block_on(self.op.read(path))
-            .map(|b| b.to_vec())
+            .map(|b| self.downloaded(b.to_vec()))
             .map_err(|e| self.err("read", path, e))
     }
 
     /// Read `len` bytes at `offset`.
     pub fn get_range(&self, path: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        self.counts.b.fetch_add(1, Relaxed);
         self.rt
             .block_on(self.op.read_with(path).range(offset..offset + len).into_future())
-            .map(|b| b.to_vec())
+            .map(|b| self.downloaded(b.to_vec()))
             .map_err(|e| self.err("read", path, e))
     }
 
+    fn downloaded(&self, v: Vec<u8>) -> Vec<u8> {
+        self.counts.down.fetch_add(v.len() as u64, Relaxed);
+        v
+    }
+
     pub fn size(&self, path: &str) -> BResult<u64> {
+        self.counts.b.fetch_add(1, Relaxed);
         self.rt
             .block_on(self.op.stat(path))
             .map(|m| m.content_length())
@@ -137,12 +183,14 @@ impl Backend {
     }
 
     pub fn exists(&self, path: &str) -> BResult<bool> {
+        self.counts.b.fetch_add(1, Relaxed);
         self.rt
             .block_on(self.op.exists(path))
             .map_err(|e| self.err("stat", path, e))
     }
 
     pub fn delete(&self, path: &str) -> BResult<()> {
+        self.counts.a.fetch_add(1, Relaxed);
         self.rt
             .block_on(self.op.delete(path))
             .map_err(|e| self.err("delete", path, e))
@@ -160,6 +208,7 @@ impl Backend {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err("list", &prefix, e)),
         };
+        self.counts.c.fetch_add(1 + entries.len() as u64 / 1000, Relaxed);
         Ok(entries
             .into_iter()
             .filter(|e| !e.path().ends_with('/'))

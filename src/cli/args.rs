@@ -21,6 +21,9 @@ pub struct Cli {
     /// File holding the repository password (must not be readable by group or others)
     #[arg(long, env = "PBAK_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Read credentials (AWS_*, B2_*) from a KEY=VALUE file (must not be readable by group or others)
+    #[arg(long, env = "PBAK_ENV_FILE", global = true)]
+    pub env_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,

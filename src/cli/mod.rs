@@ -58,6 +58,9 @@ fn kdf(mem_mib: Option<u32>, iterations: Option<u32>) -> KdfParams {
 }
 
 fn run(cli: &Cli) -> Result<i32> {
+    if let Some(f) = &cli.env_file {
+        password::load_env_file(f)?;
+    }
     match &cli.command {
         Command::Init {
             kdf_memory_mib,
@@ -197,7 +200,7 @@ fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
     };
     let progress = Progress::default();
     let res = output::with_backup_bar(cli, &progress, || archiver::backup(&repo, &index, &opts, &progress))?;
-    output::backup_done(cli, &res);
+    output::backup_done(cli, &res, repo.backend().counts());
     Ok(if res.snapshot.partial { EXIT_PARTIAL } else { 0 })
 }
 
@@ -225,7 +228,7 @@ fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
                         println!("deleted local snapshot {}", p.display());
                     }
                 }
-                output::backup_done(cli, &r.backup);
+                output::backup_done(cli, &r.backup, repo.backend().counts());
                 if r.backup.snapshot.partial && code == 0 {
                     code = EXIT_PARTIAL;
                 }

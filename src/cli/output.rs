@@ -108,7 +108,7 @@ pub fn init(cli: &Cli, repo: &Repository) {
     }
 }
 
-pub fn backup_done(cli: &Cli, r: &BackupResult) {
+pub fn backup_done(cli: &Cli, r: &BackupResult, ops: pbak::backends::OpCounts) {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -130,6 +130,7 @@ pub fn backup_done(cli: &Cli, r: &BackupResult) {
             "bytes_added": s.bytes_added,
             "duration_seconds": s.duration_ms as f64 / 1000.0,
             "errors": r.warnings,
+            "backend": ops,
         });
         println!("{v}");
         return;
@@ -145,6 +146,14 @@ pub fn backup_done(cli: &Cli, r: &BackupResult) {
         human_bytes(s.bytes_added),
         s.blobs_added,
         s.duration_ms as f64 / 1000.0
+    );
+    println!(
+        "backend: {} uploads/deletes (B2 class A), {} downloads/heads (B), {} lists (C); {} up, {} down",
+        ops.class_a,
+        ops.class_b,
+        ops.class_c,
+        human_bytes(ops.bytes_up),
+        human_bytes(ops.bytes_down)
     );
     match r.id {
         Some(id) if r.snapshot.partial => {

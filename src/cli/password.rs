@@ -16,18 +16,41 @@ fn strip_newline(mut v: Vec<u8>) -> Password {
     Zeroizing::new(v)
 }
 
-pub fn from_file(path: &Path) -> Result<Password> {
-    let md = std::fs::metadata(path).with_context(|| format!("cannot read password file {}", path.display()))?;
+/// Read a secret-holding file, refusing one that group or others can read.
+fn read_private(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let md = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
     if md.permissions().mode() & 0o077 != 0 {
         bail!(
-            "password file {} is readable by group or others (mode {:o}); run `chmod 600 {}`",
+            "{what} {} is readable by group or others (mode {:o}); run `chmod 600 {}`",
             path.display(),
             md.permissions().mode() & 0o777,
             path.display()
         );
     }
-    let data = std::fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
-    Ok(strip_newline(data))
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+pub fn from_file(path: &Path) -> Result<Password> {
+    Ok(strip_newline(read_private(path, "password file")?))
+}
+
+/// Load `KEY=VALUE` lines (blank lines and `#` comments ignored, optional `export ` and quotes)
+/// into the environment. Values are never printed.
+pub fn load_env_file(path: &Path) -> Result<()> {
+    let text = String::from_utf8(read_private(path, "env file")?).context("env file is not UTF-8")?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            bail!("{}:{}: expected KEY=VALUE", path.display(), n + 1);
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'');
+        std::env::set_var(k.trim(), v);
+    }
+    Ok(())
 }
 
 fn from_command(cmd: &str) -> Result<Password> {

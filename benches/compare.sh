@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of pbak with restic and borg (Debian's packages) on the same data,
+# same disk, one run, cold page cache before every step (needs root).
+#
+#   sudo benches/compare.sh [WORKDIR]       (default /var/tmp/pbak-compare)
+#
+# Corpus: Debian's linux-source-6.12 as version 1; version 2 is a deterministic edit of it
+# (every 50th .c file gets a line appended, every 200th file is deleted, 100 new files).
+# Steps: first backup, unchanged backup, incremental backup (v1 -> v2 in place), full restore,
+# check --read-data; plus the machine's ceiling for the first backup: tar | zstd -3 -T0.
+# Prints wall, CPU, peak RSS and repository size per step and tool, and pbak's ratios.
+# rustic is measured when `rustic` is on PATH (cargo install rustic-rs).
+set -euo pipefail
+W=${1:-/var/tmp/pbak-compare}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PBAK=${PBAK:-$ROOT/target/release/pbak}
+[ -x "$PBAK" ] || (cd "$ROOT" && cargo build --release --quiet)
+for p in restic borgbackup linux-source-6.12 zstd; do
+  dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
+done
+mkdir -p "$W"
+if [ ! -d "$W/v1/linux-source-6.12" ]; then
+  mkdir -p "$W/v1" && tar -C "$W/v1" -xf /usr/src/linux-source-6.12.tar.xz
+fi
+if [ ! -d "$W/v2/linux-source-6.12" ]; then
+  mkdir -p "$W/v2" && cp -a "$W/v1/linux-source-6.12" "$W/v2/"
+  (cd "$W/v2/linux-source-6.12" &&
+    find . -name '*.c' | LC_ALL=C sort | awk 'NR % 50 == 0' | while read -r f; do echo "/* v2 edit */" >> "$f"; done &&
+    find . -type f | LC_ALL=C sort | awk 'NR % 200 == 0' | xargs rm -f &&
+    mkdir -p v2-new && for i in $(seq 1 100); do head -c $((i * 1000)) /usr/share/common-licenses/GPL-2 > "v2-new/f$i"; done)
+fi
+DATA=$W/data/linux       # the live tree every tool backs up (same path for all steps)
+export PBAK_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+RES=$W/results.tsv; : > "$RES"
+
+cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+measure() { # tool step repo cmd...
+  local tool=$1 step=$2 repo=$3; shift 3
+  cold
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" > "$W/out.$tool.$step" 2>&1 || { echo "$tool $step failed:"; tail -5 "$W/out.$tool.$step"; }
+  read -r wall user sys rss < "$W/time"
+  local size=0; [ -n "$repo" ] && size=$(du -sb "$repo" | cut -f1)
+  printf '%s\t%s\t%s\t%.2f\t%s\t%s\n' "$tool" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$size" >> "$RES"
+}
+set_version() { mkdir -p "$W/data"; rsync -a --delete "$W/$1/linux-source-6.12/" "$DATA/"; }
+
+measure ceiling first_backup "" sh -c "tar -C '$W/v1' -cf - linux-source-6.12 | zstd -3 -T0 > /dev/null"
+measure ceiling metadata_walk "" find "$W/v1/linux-source-6.12" -printf '%s %T@ %C@ %i\n'
+
+run_tool() { # name init backup restore check
+  local t=$1 repo=$W/repo-$1; rm -rf "$repo" "$W/restore-$t"
+  set_version v1
+  case $t in
+    pbak)   "$PBAK" -r "$repo" init >/dev/null
+            B=("$PBAK" -r "$repo" backup -q "$DATA"); R=("$PBAK" -r "$repo" restore latest --target "$W/restore-$t"); C=("$PBAK" -r "$repo" check --read-data) ;;
+    restic) restic -r "$repo" init >/dev/null
+            B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$W/restore-$t"); C=(restic -r "$repo" check --read-data) ;;
+    rustic) rustic -r "$repo" init >/dev/null 2>&1
+            B=(rustic -r "$repo" backup "$DATA"); R=(rustic -r "$repo" restore latest "$W/restore-$t"); C=(rustic -r "$repo" check --read-data) ;;
+    borg)   borg init -e repokey-blake2 "$repo" >/dev/null
+            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c "mkdir -p '$W/restore-$t' && cd '$W/restore-$t' && borg extract '$repo::\$(borg list --last 1 --short '$repo')'"); C=(borg check --verify-data "$repo") ;;
+  esac
+  measure "$t" first_backup "$repo" "${B[@]}"
+  measure "$t" unchanged_backup "$repo" "${B[@]}"
+  set_version v2
+  measure "$t" incremental_backup "$repo" "${B[@]}"
+  measure "$t" restore "$repo" "${R[@]}"
+  measure "$t" check_read_data "$repo" "${C[@]}"
+  diff -r --no-dereference "$DATA" "$W/restore-$t$DATA" > /dev/null && echo "$t: restore identical" || echo "$t: RESTORE DIFFERS"
+  rm -rf "$W/restore-$t"
+}
+tools=(pbak restic borg); command -v rustic >/dev/null && tools+=(rustic)
+for t in "${tools[@]}"; do run_tool "$t"; done
+
+echo
+printf '%-8s %-20s %8s %8s %9s %10s\n' tool step wall_s cpu_s rss_MB repo_MB
+while IFS=$'\t' read -r tool step wall cpu rss size; do
+  printf '%-8s %-20s %8s %8s %9d %10d\n' "$tool" "$step" "$wall" "$cpu" $((rss / 1024)) $((size / 1048576))
+done < "$RES"
+echo
+echo "pbak wall-time ratio to each peer (lower is better):"
+for step in first_backup unchanged_backup incremental_backup restore check_read_data; do
+  p=$(awk -v s=$step '$1=="pbak" && $2==s {print $3}' "$RES")
+  line="  $step:"
+  for t in "${tools[@]}"; do
+    [ "$t" = pbak ] && continue
+    o=$(awk -v t=$t -v s=$step '$1==t && $2==s {print $3}' "$RES")
+    [ -n "$o" ] && line="$line $t $(echo "scale=2; $p / $o" | bc)x"
+  done
+  c=$(awk -v s=$step '$1=="ceiling" && $2==s {print $3}' "$RES")
+  [ -n "$c" ] && line="$line ceiling(tar|zstd) $(echo "scale=2; $p / $c" | bc)x"
+  echo "$line"
+done
