@@ -18,7 +18,8 @@ $SUDO modprobe loop 2>/dev/null || true
 $SUDO modprobe btrfs 2>/dev/null || true
 
 # A real S3 server (moto from PyPI, in /opt/pbak-moto) on 127.0.0.1 for tests/s3.rs.
-eval "$(./scripts/s3-server.sh start)"
+s3_env=$(./scripts/s3-server.sh start)
+eval "$s3_env"
 trap './scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 
 cargo fmt --all -- --check

@@ -44,6 +44,9 @@ pub enum Command {
         /// Argon2id passes (default 3)
         #[arg(long)]
         kdf_iterations: Option<u32>,
+        /// Target pack size in MiB (default 16; larger means fewer B2 transactions)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        pack_size_mib: Option<u32>,
     },
     /// Back up files and directories into a new snapshot
     Backup(BackupArgs),

@@ -65,10 +65,15 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Init {
             kdf_memory_mib,
             kdf_iterations,
+            pack_size_mib,
         } => {
             let backend = Backend::open(&location(cli)?, true)?;
             let pw = password::get_new(cli)?;
-            let repo = Repository::init(backend, &pw, kdf(*kdf_memory_mib, *kdf_iterations))?;
+            let mut config = pbak::repo::config::Config::new();
+            if let Some(m) = pack_size_mib {
+                config.pack_size = m << 20;
+            }
+            let repo = Repository::init(backend, &pw, kdf(*kdf_memory_mib, *kdf_iterations), config)?;
             output::init(cli, &repo);
             Ok(0)
         }

@@ -250,10 +250,21 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         drop(tx);
         (r, stats, warnings)
     });
-    if let Some(e) = upload.error.lock().expect("lock").take() {
-        return Err(e);
-    }
-    let root = walk_result?;
+    let failure = upload
+        .error
+        .lock()
+        .expect("lock")
+        .take()
+        .map(Err)
+        .unwrap_or(walk_result);
+    let root = match failure {
+        Ok(root) => root,
+        Err(e) => {
+            // Index what was stored, so the next run does not upload it again.
+            let _ = upload.flush_index(true);
+            return Err(e);
+        }
+    };
     upload.flush_index(true)?;
 
     let warnings = warnings.into_inner().expect("lock");

@@ -65,12 +65,11 @@ pub fn host_user() -> (String, String) {
 
 impl Repository {
     /// Create a repository at `backend`, refusing if anything already lives there.
-    pub fn init(backend: Backend, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+    pub fn init(backend: Backend, password: &[u8], kdf: KdfParams, config: Config) -> Result<Repository> {
         if backend.exists("config")? || !backend.list("keys")?.is_empty() {
             return Err(Error::RepositoryExists(backend.name().to_string()));
         }
         let key = MasterKey::generate();
-        let config = Config::new();
         let (host, user) = host_user();
         let kf = KeyFile::create(&key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
         let bytes = kf.encode();
@@ -109,10 +108,15 @@ impl Repository {
                     let plain = key
                         .open(&config_sealed)
                         .map_err(|_| Error::corrupt("config", "does not authenticate with the master key"))?;
-                    let config = Config::decode(&plain).map_err(|e| Error::corrupt("config", e))?;
-                    if config.version != config::FORMAT_VERSION {
-                        return Err(Error::UnsupportedVersion(config.version));
+                    // Check the version before the strict decode: a newer format may change fields.
+                    let version = serde_json::from_slice::<serde_json::Value>(&plain)
+                        .ok()
+                        .and_then(|v| v.get("version")?.as_u64())
+                        .ok_or_else(|| Error::corrupt("config", "no format version"))?;
+                    if version != config::FORMAT_VERSION as u64 {
+                        return Err(Error::UnsupportedVersion(version as u32));
                     }
+                    let config = Config::decode(&plain).map_err(|e| Error::corrupt("config", e))?;
                     let key_id = KeyId::from_hex(&name).unwrap_or_default();
                     return Ok(Repository {
                         backend,
