@@ -38,7 +38,7 @@ measure() { # tool step repo cmd...
   local tool=$1 step=$2 repo=$3; shift 3
   cold
   /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" > "$W/out.$tool.$step" 2>&1 || { echo "$tool $step failed:"; tail -5 "$W/out.$tool.$step"; }
-  read -r wall user sys rss < "$W/time"
+  read -r wall user sys rss < <(tail -1 "$W/time")
   local size=0; [ -n "$repo" ] && size=$(du -sb "$repo" | cut -f1)
   printf '%s\t%s\t%s\t%.2f\t%s\t%s\n' "$tool" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$size" >> "$RES"
 }
@@ -58,7 +58,7 @@ run_tool() { # name init backup restore check
     rustic) rustic -r "$repo" init >/dev/null 2>&1
             B=(rustic -r "$repo" backup "$DATA"); R=(rustic -r "$repo" restore latest "$W/restore-$t"); C=(rustic -r "$repo" check --read-data) ;;
     borg)   borg init -e repokey-blake2 "$repo" >/dev/null
-            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c "mkdir -p '$W/restore-$t' && cd '$W/restore-$t' && borg extract '$repo::\$(borg list --last 1 --short '$repo')'"); C=(borg check --verify-data "$repo") ;;
+            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c 'mkdir -p "$1" && cd "$1" && borg extract "$2::$(borg list --last 1 --short "$2")"' _ "$W/restore-$t" "$repo"); C=(borg check --verify-data "$repo") ;;
   esac
   measure "$t" first_backup "$repo" "${B[@]}"
   measure "$t" unchanged_backup "$repo" "${B[@]}"
