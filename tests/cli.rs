@@ -336,3 +336,61 @@ fn subpath_include_exclude_and_key_management() {
     assert_eq!(p.run(&["snapshots"]).status.code(), Some(1));
     second.ok(&["snapshots"]);
 }
+
+#[test]
+fn exclude_options_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("keep")).unwrap();
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    fs::write(src.join("cache/blob"), b"cached").unwrap();
+    fs::write(src.join("keep/a.txt"), b"a").unwrap();
+    fs::write(src.join("keep/b.o"), b"b").unwrap();
+    fs::write(src.join("keep/c.swp"), b"c").unwrap();
+    let ex = dir.path().join("excludes");
+    fs::write(&ex, "# editor files\n*.swp\n").unwrap();
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    let s = src.to_str().unwrap();
+    let dry = p.backup_json(&["--dry-run", s]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        p.ok(&["snapshots", "--json"]).trim() == "[]",
+        "a dry run stores no snapshot"
+    );
+    assert_eq!(fs::read_dir(p.repo.join("index")).map(|d| d.count()).unwrap_or(0), 0);
+    p.ok(&[
+        "backup",
+        "--exclude-caches",
+        "--exclude",
+        "*.o",
+        "--exclude-file",
+        ex.to_str().unwrap(),
+        s,
+    ]);
+    let list = p.ok(&["ls", "latest"]);
+    assert!(list.contains("keep/a.txt"), "{list}");
+    for gone in ["cache", "b.o", "c.swp"] {
+        assert!(!list.contains(gone), "{gone} should be excluded:\n{list}");
+    }
+    // --one-file-system keeps a mount point as an empty directory (needs root for a tmpfs).
+    if is_root() {
+        let mp = src.join("mnt");
+        fs::create_dir(&mp).unwrap();
+        sh(&format!(
+            "mount -t tmpfs none '{}' && echo x > '{}/inside'",
+            mp.display(),
+            mp.display()
+        ));
+        let o = p.run(&["backup", "-x", s]);
+        sh(&format!("umount '{}'", mp.display()));
+        assert!(o.status.success());
+        let list = p.ok(&["ls", "latest"]);
+        assert!(list.contains("/mnt") && !list.contains("inside"), "{list}");
+    }
+}
