@@ -34,6 +34,8 @@ pub enum BackendError {
     },
     #[error("no repository at {0}: create one with `pbak init`, or check -r/--repo")]
     Missing(String),
+    #[error("cannot flush {0} to disk: {1}")]
+    Sync(String, #[source] std::io::Error),
     #[error("invalid repository location {0:?}: {1}")]
     BadLocation(String, String),
 }
@@ -54,6 +56,7 @@ pub struct Backend {
     rt: Arc<Runtime>,
     name: String,
     counts: Arc<Counters>,
+    local_root: Option<String>,
 }
 
 /// Operations by Backblaze B2 transaction class, and bytes moved (what B2 bills).
@@ -107,6 +110,7 @@ impl Backend {
             rt: Arc::new(rt),
             name: loc.to_string(),
             counts: Arc::default(),
+            local_root: loc.local_path().map(String::from),
         })
     }
 
@@ -194,6 +198,17 @@ impl Backend {
         self.rt
             .block_on(self.op.delete(path))
             .map_err(|e| self.err("delete", path, e))
+    }
+
+    /// Durability barrier: everything `put` so far survives a power loss once this returns.
+    /// Local: syncfs(2) on the repository's filesystem (renames included); remote stores
+    /// acknowledge a PUT only once it is durable, so there it is a no-op.
+    pub fn barrier(&self) -> BResult<()> {
+        if let Some(root) = self.local_root.as_deref() {
+            let f = std::fs::File::open(root).map_err(|e| BackendError::Sync(root.to_string(), e))?;
+            rustix::fs::syncfs(&f).map_err(|e| BackendError::Sync(root.to_string(), e.into()))?;
+        }
+        Ok(())
     }
 
     /// Names of all objects below `dir` (recursive), relative to `dir`, without directories.

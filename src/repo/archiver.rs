@@ -397,6 +397,8 @@ impl Uploader<'_> {
             std::mem::take(&mut *d)
         };
         if !self.dry_run {
+            // Packs must be durable before an index names them.
+            self.repo.backend().barrier()?;
             self.repo.save_index(&IndexFile { packs })?;
         }
         Ok(())
