@@ -1,7 +1,7 @@
 //! Tests against real Btrfs filesystems on loop devices (see common::BtrfsLoop).
 mod common;
 
-use common::{btrfs_or_skip, run};
+use common::{btrfs_or_skip, subvol_create};
 use pbak::btrfs::*;
 use std::ffi::OsStr;
 use std::fs;
@@ -11,10 +11,6 @@ use std::path::Path;
 
 fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
-}
-
-fn subvol_create(p: &Path) {
-    run("btrfs", &["subvolume", "create", p.to_str().unwrap()]).unwrap();
 }
 
 #[test]

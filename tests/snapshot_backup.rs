@@ -2,14 +2,14 @@
 mod common;
 
 use common::pbak::*;
-use common::{btrfs_or_skip, run};
+use common::{btrfs_or_skip, subvol_create};
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn subvol(mnt: &Path, name: &str) -> std::path::PathBuf {
     let p = mnt.join(name);
-    run("btrfs", &["subvolume", "create", p.to_str().unwrap()]).unwrap();
+    subvol_create(&p);
     p
 }
 

@@ -100,3 +100,8 @@ pub fn btrfs_or_skip(test: &str) -> Option<BtrfsLoop> {
         ),
     }
 }
+
+/// Create a Btrfs subvolume at `p` (tests only: the product never shells out to `btrfs`).
+pub fn subvol_create(p: &Path) {
+    run("btrfs", &["subvolume", "create", p.to_str().unwrap()]).unwrap();
+}
