@@ -8,14 +8,14 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use pbak::chunker::{Chunker, ChunkerParams};
 use pbak::ids::{BlobId, PackId};
 use pbak::repo::crypto::MasterKey;
-use pbak::repo::index::{Index, IndexPack};
+use pbak::repo::index::{IndexBuilder, IndexPack};
 use pbak::repo::pack::{BlobEntry, BlobKind};
 use rayon::prelude::*;
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 const BIG: usize = 64 * MIB;
-const INDEX_ENTRIES: u64 = 1_000_000;
+const INDEX_ENTRIES: u64 = 10_000_000;
 const LOOKUPS: u64 = 100_000;
 
 /// splitmix64: deterministic, fast, good enough to defeat compression and deduplication.
@@ -158,7 +158,7 @@ fn rss_bytes() -> Option<u64> {
 fn index(c: &mut Criterion) {
     const BLOBS_PER_PACK: u64 = 1000;
     let before = rss_bytes();
-    let mut idx = Index::default();
+    let mut idx = IndexBuilder::default();
     let mut n = 0u64;
     while n < INDEX_ENTRIES {
         let blobs = (n..(n + BLOBS_PER_PACK).min(INDEX_ENTRIES))
@@ -177,11 +177,13 @@ fn index(c: &mut Criterion) {
         });
         n += BLOBS_PER_PACK;
     }
+    let idx = idx.finish();
     assert_eq!(idx.blob_count() as u64, INDEX_ENTRIES);
     match (before, rss_bytes()) {
         (Some(b), Some(a)) => eprintln!(
-            "index: {} bytes/entry ({} entries, RSS +{:.1} MiB)",
+            "index: {} bytes/entry by RSS, {} by heap accounting ({} entries, RSS +{:.1} MiB)",
             a.saturating_sub(b) / INDEX_ENTRIES,
+            idx.heap_bytes() as u64 / INDEX_ENTRIES,
             INDEX_ENTRIES,
             a.saturating_sub(b) as f64 / MIB as f64
         ),
@@ -195,7 +197,7 @@ fn index(c: &mut Criterion) {
         .map(|i| BlobId(synthetic_id(INDEX_ENTRIES + i * stride)))
         .collect();
 
-    let mut g = c.benchmark_group("index_1M");
+    let mut g = c.benchmark_group("index_10M");
     g.throughput(Throughput::Elements(LOOKUPS));
     for (name, ids, expect) in [("contains_present", &present, LOOKUPS), ("contains_absent", &absent, 0)] {
         g.bench_function(name, |b| {

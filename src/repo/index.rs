@@ -1,6 +1,16 @@
 //! The chunk index: which pack holds each blob. Index files (`index/<id>`) are sealed
-//! postcard lists of packs and their blobs; in memory all of them merge into one map.
+//! postcard lists of packs and their blobs; in memory all of them merge into one compact,
+//! sorted table.
+//!
 //! An index file is written only after every pack it lists is stored.
+//!
+//! Memory: 40 bytes per blob. An entry keeps the first 192 bits of the 256-bit keyed blob id
+//! (ids are keyed BLAKE3 outputs, so without the key nobody can aim for a collision, and a
+//! chance one among 10^9 blobs has probability ~2^-133) plus full-width u32 fields for pack,
+//! offset, stored length and raw length; the blob kind and compression flag ride in the raw
+//! length's top bits. The full id is still checked on every read: a blob's content must hash
+//! to the id the tree names. A 65,536-bucket table on the top 16 bits narrows each lookup to
+//! a short binary search.
 
 use super::crypto::MasterKey;
 use super::pack::{BlobEntry, BlobKind};
@@ -25,7 +35,17 @@ impl IndexFile {
     }
     pub fn decode(key: &MasterKey, sealed: &[u8]) -> Result<IndexFile, String> {
         let plain = key.open(sealed).map_err(|e| e.to_string())?;
-        postcard::from_bytes(&plain).map_err(|e| e.to_string())
+        let f: IndexFile = postcard::from_bytes(&plain).map_err(|e| e.to_string())?;
+        for p in &f.packs {
+            if let Some(b) = p.blobs.iter().find(|b| b.raw_length > MAX_RAW) {
+                return Err(format!(
+                    "blob {} claims {} raw bytes (limit {MAX_RAW})",
+                    b.id.short(),
+                    b.raw_length
+                ));
+            }
+        }
+        Ok(f)
     }
 }
 
@@ -40,52 +60,154 @@ pub struct BlobLocation {
     pub compressed: bool,
 }
 
-/// All index files merged.
-#[derive(Default)]
-pub struct Index {
-    packs: Vec<PackId>,
-    pack_pos: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, BlobLocation>,
+const KEY_LEN: usize = 24;
+const COMPRESSED: u32 = 1 << 31;
+const TREE: u32 = 1 << 30;
+/// Largest raw blob length an index may state (1 GiB; chunks are at most a few MiB).
+pub const MAX_RAW: u32 = TREE - 1;
+const BUCKET_BITS: u32 = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C)]
+struct Entry {
+    key: [u8; KEY_LEN],
+    pack: u32,
+    offset: u32,
+    length: u32,
+    /// Raw length, with [`COMPRESSED`] and [`TREE`] flags in the top bits.
+    raw: u32,
 }
 
-impl Index {
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
+
+fn key_of(id: &BlobId) -> [u8; KEY_LEN] {
+    id.0[..KEY_LEN].try_into().expect("prefix")
+}
+
+fn bucket_of(key: &[u8; KEY_LEN]) -> usize {
+    u16::from_be_bytes([key[0], key[1]]) as usize
+}
+
+impl Entry {
+    fn location(&self) -> BlobLocation {
+        BlobLocation {
+            pack: self.pack,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw & MAX_RAW,
+            kind: if self.raw & TREE != 0 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
+            compressed: self.raw & COMPRESSED != 0,
+        }
+    }
+}
+
+/// Collects index files; [`IndexBuilder::finish`] sorts them into an [`Index`].
+#[derive(Default)]
+pub struct IndexBuilder {
+    packs: Vec<PackId>,
+    pack_pos: HashMap<PackId, u32>,
+    entries: Vec<Entry>,
+}
+
+impl IndexBuilder {
+    pub fn reserve(&mut self, blobs: usize) {
+        self.entries.reserve(blobs);
+    }
+
     pub fn add_pack(&mut self, p: &IndexPack) {
         let next = self.packs.len() as u32;
         let pack = *self.pack_pos.entry(p.id).or_insert(next);
         if pack == next {
             self.packs.push(p.id);
         }
-        for b in &p.blobs {
-            self.blobs.entry(b.id).or_insert(BlobLocation {
-                pack,
-                offset: b.offset,
-                length: b.length,
-                raw_length: b.raw_length,
-                kind: b.kind,
-                compressed: b.compressed,
-            });
+        self.entries.extend(p.blobs.iter().map(|b| Entry {
+            key: key_of(&b.id),
+            pack,
+            offset: b.offset,
+            length: b.length,
+            raw: b.raw_length.min(MAX_RAW)
+                | if b.compressed { COMPRESSED } else { 0 }
+                | if b.kind == BlobKind::Tree { TREE } else { 0 },
+        }));
+    }
+
+    /// Sort, and keep one location per blob: the one in the earliest-added pack.
+    pub fn finish(self) -> Index {
+        let mut entries = self.entries;
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.pack.cmp(&b.pack)));
+        entries.dedup_by(|later, first| later.key == first.key);
+        entries.shrink_to_fit();
+        let mut buckets = vec![0u32; (1 << BUCKET_BITS) + 1];
+        for e in &entries {
+            buckets[bucket_of(&e.key) + 1] += 1;
+        }
+        for i in 1..buckets.len() {
+            buckets[i] += buckets[i - 1];
+        }
+        Index {
+            packs: self.packs,
+            pack_pos: self.pack_pos,
+            entries,
+            buckets,
         }
     }
-    pub fn get(&self, id: &BlobId) -> Option<&BlobLocation> {
-        self.blobs.get(id)
+}
+
+/// All index files merged: one sorted table.
+pub struct Index {
+    packs: Vec<PackId>,
+    pack_pos: HashMap<PackId, u32>,
+    entries: Vec<Entry>,
+    /// `entries[buckets[b]..buckets[b + 1]]` hold the keys whose top 16 bits are `b`.
+    buckets: Vec<u32>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        IndexBuilder::default().finish()
+    }
+}
+
+impl Index {
+    /// Position of `id` in the table (`0..len()`), usable as a bit index for marking.
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        let key = key_of(id);
+        let b = bucket_of(&key);
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        self.entries[lo..hi]
+            .binary_search_by(|e| e.key.cmp(&key))
+            .ok()
+            .map(|i| lo + i)
+    }
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.position(id).map(|i| self.entries[i].location())
     }
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.position(id).is_some()
     }
     pub fn pack_id(&self, loc: &BlobLocation) -> PackId {
         self.packs[loc.pack as usize]
+    }
+    /// Position of a pack in [`Index::packs`].
+    pub fn pack_position(&self, id: &PackId) -> Option<u32> {
+        self.pack_pos.get(id).copied()
     }
     pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
     pub fn blob_count(&self) -> usize {
-        self.blobs.len()
+        self.entries.len()
     }
-    pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
-        self.blobs.keys()
-    }
-    pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
-        self.blobs.iter()
+    /// Bytes of heap this index holds (entries, bucket table, pack list).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.buckets.capacity() * 4
+            + self.packs.capacity() * 32
+            + self.pack_pos.capacity() * (32 + 4 + 8)
     }
 }
 
@@ -113,12 +235,63 @@ mod tests {
         };
         let back = IndexFile::decode(&key, &f.encode(&key)).unwrap();
         assert_eq!(back, f);
-        let mut idx = Index::default();
-        idx.add_pack(&back.packs[0]);
-        idx.add_pack(&back.packs[0]);
+        let mut b = IndexBuilder::default();
+        b.add_pack(&back.packs[0]);
+        b.add_pack(&back.packs[0]);
+        let idx = b.finish();
         assert_eq!(idx.packs().len(), 1);
+        assert_eq!(idx.blob_count(), 1);
         let loc = idx.get(&BlobId([1; 32])).unwrap();
-        assert_eq!(idx.pack_id(loc), PackId([2; 32]));
+        assert_eq!(idx.pack_id(&loc), PackId([2; 32]));
+        assert_eq!(
+            (loc.kind, loc.compressed, loc.raw_length, loc.length),
+            (BlobKind::Tree, true, 10, 50)
+        );
+    }
+
+    fn entry(id: BlobId, n: u32) -> BlobEntry {
+        BlobEntry {
+            id,
+            kind: if n.is_multiple_of(3) {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
+            offset: n,
+            length: n + 40,
+            raw_length: n * 7 % MAX_RAW,
+            compressed: n.is_multiple_of(2),
+        }
+    }
+
+    proptest! {
+        /// The compact table answers exactly like a plain map with first-pack-wins merging.
+        #[test]
+        fn agrees_with_a_hash_map(ids in proptest::collection::vec(any::<[u8; 32]>(), 1..200),
+                                  packs in 1usize..6, probes in proptest::collection::vec(any::<[u8; 32]>(), 0..50)) {
+            let mut b = IndexBuilder::default();
+            let mut model: HashMap<BlobId, (PackId, BlobEntry)> = HashMap::new();
+            for p in 0..packs {
+                let pid = PackId([p as u8 + 1; 32]);
+                // Every pack repeats some ids of the previous ones, so duplicates are merged.
+                let blobs: Vec<BlobEntry> = ids.iter().enumerate().filter(|(i, _)| (i + p) % packs != 0)
+                    .map(|(i, id)| entry(BlobId(*id), (i * 31 + p) as u32)).collect();
+                for e in &blobs { model.entry(e.id).or_insert((pid, *e)); }
+                b.add_pack(&IndexPack { id: pid, blobs });
+            }
+            let idx = b.finish();
+            prop_assert_eq!(idx.blob_count(), model.len());
+            for (id, (pid, e)) in &model {
+                let loc = idx.get(id).expect("present");
+                prop_assert_eq!(idx.pack_id(&loc), *pid);
+                prop_assert_eq!((loc.offset, loc.length, loc.raw_length, loc.kind, loc.compressed),
+                                (e.offset, e.length, e.raw_length, e.kind, e.compressed));
+            }
+            for p in probes {
+                let id = BlobId(p);
+                prop_assert_eq!(idx.contains(&id), model.contains_key(&id));
+            }
+        }
     }
 
     proptest! {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, IndexId, KeyId, SnapshotId};
 use config::Config;
 use crypto::MasterKey;
-use index::{Index, IndexFile};
+use index::{Index, IndexBuilder, IndexFile};
 use keyfile::{KdfParams, KeyFile, KeyFileError};
 use rayon::prelude::*;
 use snapshot::Snapshot;
@@ -169,27 +169,31 @@ impl Repository {
 
     // ---- index ----
 
+    /// Read every index file into the compact in-memory table. Files are decoded in parallel
+    /// in small batches, so the decoded form of only a few is alive next to the table.
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list("index")?;
-        let files: Vec<Result<IndexFile>> = names
-            .par_iter()
-            .map(|n| {
-                let path = format!("index/{n}");
-                let id = IndexId::from_hex(n).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
-                let sealed = self.backend.get(&path)?;
-                if blake3::hash(&sealed).as_bytes() != &id.0 {
-                    return Err(Error::corrupt(&path, "content does not match its name"));
+        let mut builder = IndexBuilder::default();
+        for batch in names.chunks(32) {
+            let files: Vec<Result<IndexFile>> = batch
+                .par_iter()
+                .map(|n| {
+                    let path = format!("index/{n}");
+                    let id = IndexId::from_hex(n).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
+                    let sealed = self.backend.get(&path)?;
+                    if blake3::hash(&sealed).as_bytes() != &id.0 {
+                        return Err(Error::corrupt(&path, "content does not match its name"));
+                    }
+                    IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
+                })
+                .collect();
+            for f in files {
+                for p in &f?.packs {
+                    builder.add_pack(p);
                 }
-                IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
-            })
-            .collect();
-        let mut index = Index::default();
-        for f in files {
-            for p in &f?.packs {
-                index.add_pack(p);
             }
         }
-        Ok(index)
+        Ok(builder.finish())
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
@@ -206,7 +210,7 @@ impl Repository {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index"))?;
-        let pack = index.pack_id(loc);
+        let pack = index.pack_id(&loc);
         let path = pack::pack_path(&pack);
         let sealed = self.backend.get_range(&path, loc.offset as u64, loc.length as u64)?;
         self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed)

@@ -308,7 +308,7 @@ fn write_contents(
         for (id, off) in chunk_offsets(index, &it.node)? {
             let loc = index.get(&id).expect("checked by chunk_offsets");
             by_pack
-                .entry(index.pack_id(loc))
+                .entry(index.pack_id(&loc))
                 .or_default()
                 .entry(id)
                 .or_default()
@@ -318,7 +318,7 @@ fn write_contents(
     let packs: Vec<_> = by_pack.into_iter().collect();
     packs.par_iter().try_for_each(|(pack, blobs)| {
         let path = pack_path(pack);
-        let locs: Vec<_> = blobs.keys().map(|id| (id, *index.get(id).expect("indexed"))).collect();
+        let locs: Vec<_> = blobs.keys().map(|id| (id, index.get(id).expect("indexed"))).collect();
         let start = locs.iter().map(|(_, l)| l.offset as u64).min().unwrap_or(0);
         let end = locs
             .iter()
