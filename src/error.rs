@@ -52,6 +52,9 @@ pub enum Error {
     #[error("restore would write outside the target: {0}; the repository may be tampered with")]
     UnsafePath(String),
 
+    #[error("repository is locked: {holder} ({object}); wait for it to finish, or if that process is gone run `pbak unlock`")]
+    Locked { object: String, holder: String },
+
     #[error("verification failed for {path}: {reason}")]
     VerifyFailed { path: PathBuf, reason: String },
 }

@@ -98,6 +98,16 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Remove snapshots by keep rules (per host and paths) or by id; --prune also frees their data
+    Forget(ForgetArgs),
+    /// Delete data no snapshot refers to, repacking partly used packs
+    Prune(PruneArgs),
+    /// Remove stale locks (of processes gone from this host, or not refreshed for 30 minutes)
+    Unlock {
+        /// Remove every lock, also those of running processes
+        #[arg(long)]
+        remove_all: bool,
+    },
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
@@ -170,6 +180,38 @@ pub struct KeepArgs {
     /// Keep everything within this duration of the newest (e.g. 2d12h; units y m w d h)
     #[arg(long)]
     pub keep_within: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (id prefixes), in addition to those the keep rules drop
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Only consider snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only consider snapshots with this tag (repeatable: all must match)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Apply the keep rules separately per group of these fields
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Unused space to tolerate in kept packs, in percent of the used space; more repacks less
+    #[arg(long, default_value_t = 5.0)]
+    pub max_unused: f64,
+    /// Only show what would be removed
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

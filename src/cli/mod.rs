@@ -14,7 +14,7 @@ use pbak::repo::archiver::{self, BackupOptions, Progress, Source};
 use pbak::repo::keyfile::KdfParams;
 use pbak::repo::restorer::{self, RestoreOptions};
 use pbak::repo::retention::{parse_duration, KeepRules};
-use pbak::repo::{check, Repository};
+use pbak::repo::{check, prune, Repository};
 use pbak::workflows::snapshot_backup;
 
 pub const EXIT_PARTIAL: i32 = 3;
@@ -108,6 +108,7 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             let (spec, sub) = snapshot.split_once(':').unwrap_or((snapshot.as_str(), ""));
             let repo = open_repo(cli)?;
+            let _lock = repo.lock(false, "restore")?;
             let index = repo.load_index()?;
             let (id, snap) = repo.find_snapshot(spec)?;
             let opts = RestoreOptions {
@@ -127,10 +128,27 @@ fn run(cli: &Cli) -> Result<i32> {
         }
         Command::Check { read_data } => {
             let repo = open_repo(cli)?;
+            let _lock = repo.lock(false, "check")?;
             let index = repo.load_index()?;
             let rep = check::check(&repo, &index, *read_data)?;
             output::check(cli, &rep);
             Ok(if rep.errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Forget(f) => forget(cli, f),
+        Command::Prune(p) => {
+            let repo = open_repo(cli)?;
+            let _lock = repo.lock(true, "prune")?;
+            prune(cli, &repo, p)
+        }
+        Command::Unlock { remove_all } => {
+            let repo = open_repo(cli)?;
+            let n = repo.unlock(*remove_all)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "locks_removed": n }));
+            } else {
+                println!("removed {n} lock(s)");
+            }
+            Ok(0)
         }
         Command::Key(k) => key(cli, k),
         Command::Cat { kind, id } => {
@@ -189,6 +207,7 @@ fn keep_rules(k: &args::KeepArgs) -> Result<KeepRules> {
 
 fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
+    let _lock = repo.lock(false, "backup")?;
     let index = repo.load_index()?;
     let mut opts = backup_options(&b.common)?;
     opts.sources = b
@@ -212,6 +231,7 @@ fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
 /// Each subvolume on its own: a failure is reported and the others still run.
 fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
+    let _lock = repo.lock(false, "snapshot-backup")?;
     let template = backup_options(&a.common)?;
     let keep = keep_rules(&a.keep)?;
     let mut code = 0;
@@ -284,6 +304,65 @@ fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn forget(cli: &Cli, f: &args::ForgetArgs) -> Result<i32> {
+    let rules = keep_rules(&f.keep)?;
+    if rules.is_empty() && f.snapshots.is_empty() {
+        anyhow::bail!("nothing to forget: give snapshot ids or --keep-* rules (no rule would remove every snapshot)");
+    }
+    let by = prune::GroupBy::parse(&f.group_by)?;
+    let repo = open_repo(cli)?;
+    let _lock = repo.lock(true, "forget")?;
+    let mut explicit = Vec::new();
+    for spec in &f.snapshots {
+        explicit.push(repo.find_snapshot(spec)?.0);
+    }
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| f.tag.iter().all(|t| s.tags.contains(t)))
+        .collect();
+    let mut groups = prune::plan_forget(snaps, &rules, by);
+    // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
+    for g in &mut groups {
+        for (id, _, keep) in &mut g.snapshots {
+            if explicit.contains(id) {
+                *keep = false;
+            }
+        }
+    }
+    output::forget_plan(cli, &groups, f.prune_opts.dry_run);
+    if !f.prune_opts.dry_run {
+        for g in &groups {
+            for (id, _, keep) in &g.snapshots {
+                if !keep {
+                    prune::delete_snapshot(&repo, id)?;
+                }
+            }
+        }
+        repo.backend().barrier()?;
+    }
+    if f.prune {
+        return prune(cli, &repo, &f.prune_opts);
+    }
+    Ok(0)
+}
+
+fn prune(cli: &Cli, repo: &Repository, p: &args::PruneArgs) -> Result<i32> {
+    let opts = prune::PruneOptions {
+        max_unused_percent: p.max_unused,
+        dry_run: p.dry_run,
+    };
+    let quiet = cli.quiet || cli.json;
+    let rep = prune::prune(repo, &opts, &|msg| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    })?;
+    output::pruned(cli, &rep);
+    Ok(0)
 }
 
 fn key(cli: &Cli, k: &KeyCommand) -> Result<i32> {

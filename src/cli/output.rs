@@ -333,6 +333,67 @@ pub fn check(cli: &Cli, r: &CheckReport) {
     }
 }
 
+pub fn forget_plan(cli: &Cli, groups: &[pbak::repo::prune::ForgetGroup], dry_run: bool) {
+    if cli.json {
+        let v: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let ids = |keep: bool| -> Vec<String> {
+                    g.snapshots
+                        .iter()
+                        .filter(|s| s.2 == keep)
+                        .map(|s| s.0.to_hex())
+                        .collect()
+                };
+                json!({"group": g.key, "keep": ids(true), "remove": ids(false), "dry_run": dry_run})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    let verb = if dry_run { "would remove" } else { "remove" };
+    for g in groups {
+        println!("snapshots of {}:", g.key);
+        for (id, s, keep) in &g.snapshots {
+            println!(
+                "  {:<12} {} {}",
+                if *keep { "keep" } else { verb },
+                id.short(),
+                s.datetime().format("%Y-%m-%d %H:%M:%S")
+            );
+        }
+    }
+}
+
+pub fn pruned(cli: &Cli, r: &pbak::repo::prune::PruneReport) {
+    if cli.json {
+        println!("{}", json!(r));
+        return;
+    }
+    let would = if r.dry_run { "would be " } else { "" };
+    println!(
+        "{} snapshots; in use: {} blobs, {}; unused: {} blobs, {}",
+        r.snapshots,
+        r.blobs_used,
+        human_bytes(r.bytes_used),
+        r.blobs_unused,
+        human_bytes(r.bytes_unused)
+    );
+    println!(
+        "packs: {} kept, {} {would}deleted, {} {would}repacked ({} copied), {} unindexed {would}deleted",
+        r.packs_kept,
+        r.packs_deleted,
+        r.packs_repacked,
+        human_bytes(r.bytes_repacked),
+        r.unreferenced_packs_deleted
+    );
+    println!(
+        "{} {would}freed; {} unused left in kept packs",
+        human_bytes(r.bytes_freed),
+        human_bytes(r.bytes_unused_after)
+    );
+}
+
 pub fn keys(cli: &Cli, repo: &Repository, keys: &[(KeyId, KeyFile)]) {
     if cli.json {
         let v: Vec<_> = keys

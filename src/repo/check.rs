@@ -30,12 +30,7 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
         blobs: index.blob_count(),
         ..Default::default()
     };
-    let stored: HashSet<String> = repo
-        .backend()
-        .list("data")?
-        .into_iter()
-        .map(|n| n.rsplit('/').next().unwrap_or(&n).to_string())
-        .collect();
+    let stored = repo.stored_packs()?;
     for p in index.packs() {
         if !stored.contains(&p.to_hex()) {
             rep.errors

@@ -183,6 +183,14 @@ impl Index {
             .ok()
             .map(|i| lo + i)
     }
+    /// The location at a [`Index::position`].
+    pub fn location_at(&self, pos: usize) -> BlobLocation {
+        self.entries[pos].location()
+    }
+    /// Every location, in position order.
+    pub fn locations(&self) -> impl Iterator<Item = BlobLocation> + '_ {
+        self.entries.iter().map(Entry::location)
+    }
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         self.position(id).map(|i| self.entries[i].location())
     }

@@ -11,7 +11,9 @@ pub mod crypto;
 pub mod fsnode;
 pub mod index;
 pub mod keyfile;
+pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
@@ -175,18 +177,7 @@ impl Repository {
         let names = self.backend.list("index")?;
         let mut builder = IndexBuilder::default();
         for batch in names.chunks(32) {
-            let files: Vec<Result<IndexFile>> = batch
-                .par_iter()
-                .map(|n| {
-                    let path = format!("index/{n}");
-                    let id = IndexId::from_hex(n).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
-                    let sealed = self.backend.get(&path)?;
-                    if blake3::hash(&sealed).as_bytes() != &id.0 {
-                        return Err(Error::corrupt(&path, "content does not match its name"));
-                    }
-                    IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
-                })
-                .collect();
+            let files: Vec<Result<IndexFile>> = batch.par_iter().map(|n| self.read_index_file(n)).collect();
             for f in files {
                 for p in &f?.packs {
                     builder.add_pack(p);
@@ -194,6 +185,27 @@ impl Repository {
             }
         }
         Ok(builder.finish())
+    }
+
+    /// Hex names of all packs in storage.
+    pub fn stored_packs(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .backend
+            .list("data")?
+            .into_iter()
+            .map(|n| n.rsplit('/').next().unwrap_or(&n).to_string())
+            .collect())
+    }
+
+    /// Read, verify and decode `index/<name>`.
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let path = format!("index/{name}");
+        let id = IndexId::from_hex(name).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
+        let sealed = self.backend.get(&path)?;
+        if blake3::hash(&sealed).as_bytes() != &id.0 {
+            return Err(Error::corrupt(&path, "content does not match its name"));
+        }
+        IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {

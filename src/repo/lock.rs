@@ -1,0 +1,187 @@
+//! Repository locks, with restic's rules. A lock is an object `locks/<id>` holding a sealed
+//! JSON record (who, when, shared or exclusive). Commands that add data (backup) or read packs
+//! (restore, check) take a shared lock; commands that delete (forget, prune) take an exclusive
+//! one. A lock is refreshed every 5 minutes while its holder runs; one not refreshed for 30
+//! minutes, or one whose process is gone from this same host, is stale and ignored (and
+//! removed by `pbak unlock`).
+//!
+//! Taking a lock: write ours, then list the others. Two processes that race both see each
+//! other, and the one that conflicts backs off, so at worst both back off; never both proceed.
+
+use super::crypto::MasterKey;
+use super::Repository;
+use crate::backends::Backend;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+const REFRESH: Duration = Duration::from_secs(5 * 60);
+const STALE_AFTER_SECS: i64 = 30 * 60;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockInfo {
+    pub time: i64,
+    pub host: String,
+    pub user: String,
+    pub pid: u32,
+    pub exclusive: bool,
+    /// What the holder is doing (`backup`, `prune`, ...).
+    pub command: String,
+}
+
+impl LockInfo {
+    /// Not refreshed for 30 minutes, or its process is gone from this host.
+    pub fn is_stale(&self, now: i64) -> bool {
+        if now - self.time > STALE_AFTER_SECS {
+            return true;
+        }
+        self.host == super::host_user().0 && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    pub fn describe(&self) -> String {
+        let when = chrono::DateTime::from_timestamp(self.time, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        format!(
+            "{} lock by `{}` of {}@{} pid {} (refreshed {when})",
+            if self.exclusive { "an exclusive" } else { "a shared" },
+            self.command,
+            self.user,
+            self.host,
+            self.pid
+        )
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn write_lock(backend: &Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
+    let sealed = key.seal(&serde_json::to_vec(info).expect("lock serializes"));
+    let path = format!("locks/{}", blake3::hash(&sealed).to_hex());
+    backend.put(&path, sealed)?;
+    Ok(path)
+}
+
+struct Shared {
+    path: Mutex<String>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// A held lock; dropping it removes the lock object.
+pub struct RepoLock {
+    backend: Backend,
+    shared: Arc<Shared>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().expect("lock") = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let path = self.shared.path.lock().expect("lock").clone();
+        let _ = self.backend.delete(&path);
+    }
+}
+
+impl Repository {
+    /// All lock objects with their records; unreadable ones are reported as `None`.
+    pub fn list_locks(&self) -> Result<Vec<(String, Option<LockInfo>)>> {
+        let mut out = Vec::new();
+        for n in self.backend().list("locks")? {
+            let path = format!("locks/{n}");
+            let info = match self.backend().get(&path) {
+                Ok(b) => self
+                    .key()
+                    .open(&b)
+                    .ok()
+                    .and_then(|p| serde_json::from_slice::<LockInfo>(&p).ok()),
+                // Removed between list and get: its holder finished.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push((path, info));
+        }
+        Ok(out)
+    }
+
+    /// Take a lock for `command`, or fail naming the holder of a conflicting one.
+    pub fn lock(&self, exclusive: bool, command: &str) -> Result<RepoLock> {
+        let (host, user) = super::host_user();
+        let mut info = LockInfo {
+            time: now(),
+            host,
+            user,
+            pid: std::process::id(),
+            exclusive,
+            command: command.to_string(),
+        };
+        let path = write_lock(self.backend(), self.key(), &info)?;
+        let shared = Arc::new(Shared {
+            path: Mutex::new(path.clone()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let mut lock = RepoLock {
+            backend: self.backend().clone(),
+            shared: shared.clone(),
+            refresher: None,
+        };
+        let t = now();
+        for (other, oi) in self.list_locks()? {
+            if other == path {
+                continue;
+            }
+            let conflict = match &oi {
+                Some(o) => !o.is_stale(t) && (exclusive || o.exclusive),
+                // A lock we cannot read may be an exclusive one: only an exclusive taker minds.
+                None => exclusive,
+            };
+            if conflict {
+                let who = oi.map(|o| o.describe()).unwrap_or_else(|| "an unreadable lock".into());
+                drop(lock);
+                return Err(Error::Locked {
+                    object: other,
+                    holder: who,
+                });
+            }
+        }
+        let (backend, key) = (self.backend().clone(), self.key().clone());
+        lock.refresher = Some(std::thread::spawn(move || loop {
+            let stop = shared.stop.lock().expect("lock");
+            let (stop, _) = shared.wake.wait_timeout(stop, REFRESH).expect("lock");
+            if *stop {
+                return;
+            }
+            drop(stop);
+            info.time = now();
+            if let Ok(new) = write_lock(&backend, &key, &info) {
+                let old = std::mem::replace(&mut *shared.path.lock().expect("lock"), new);
+                let _ = backend.delete(&old);
+            }
+        }));
+        Ok(lock)
+    }
+
+    /// Remove stale locks (all locks with `all`); returns how many were removed.
+    pub fn unlock(&self, all: bool) -> Result<usize> {
+        let t = now();
+        let mut n = 0;
+        for (path, info) in self.list_locks()? {
+            if all || info.as_ref().is_none_or(|i| i.is_stale(t)) {
+                match self.backend().delete(&path) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(n)
+    }
+}
