@@ -3,7 +3,8 @@
 //! the walk goes on, then write the index and finally the snapshot.
 //!
 //! Memory is bounded by the queues: at most `BLOB_QUEUE` sealed blobs wait for the packer,
-//! at most `connections` packs wait for upload, and large files are read in segments.
+//! a finished pack is handed straight to one of `connections` uploaders (so at most that many
+//! packs plus the two being filled are in memory), and large files are read in segments.
 //! Index files are written every `INDEX_EVERY` packs, so an interrupted backup's stored
 //! packs are known to the next run and not uploaded again.
 
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
-const BLOB_QUEUE: usize = 16;
+const BLOB_QUEUE: usize = 8;
 const INDEX_EVERY: usize = 8;
 
 /// One thing to back up: where it is recorded in the snapshot, and where it is read from
@@ -199,7 +200,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         .collect::<Result<Vec<_>>>()?;
     let (tx, rx) = bounded::<SealedBlob>(BLOB_QUEUE);
     let connections = opts.connections.max(1);
-    let (up_tx, up_rx) = bounded::<FinishedPack>(connections);
+    let (up_tx, up_rx) = bounded::<FinishedPack>(0);
     let abort = AtomicBool::new(false);
     let walk_done = AtomicBool::new(false);
     let upload = Uploader {

@@ -20,7 +20,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -44,14 +45,21 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
 }
 
-struct Item {
-    /// Relative to the target.
-    rel: PathBuf,
-    /// Absolute path inside the snapshot, for include/exclude matching.
-    snap_path: PathBuf,
-    node: Node,
-    /// For the second and later names of a hardlinked file: the first name's index.
-    link_to: Option<usize>,
+/// Whether an entry at `snap_path` (inside the snapshot) is restored. Excluding a directory
+/// excludes everything below it; with includes, directories are created only on the way to
+/// something included.
+struct Selection {
+    includes: Vec<glob::Pattern>,
+    excludes: Vec<glob::Pattern>,
+}
+
+impl Selection {
+    fn excluded(&self, snap_path: &Path) -> bool {
+        matches_any(&self.excludes, snap_path)
+    }
+    fn included(&self, snap_path: &Path) -> bool {
+        self.includes.is_empty() || matches_any(&self.includes, snap_path)
+    }
 }
 
 fn patterns(p: &[String]) -> Result<Vec<glob::Pattern>> {
@@ -70,7 +78,173 @@ fn matches_any(pats: &[glob::Pattern], path: &Path) -> bool {
     })
 }
 
+/// Where restored data goes: files by number, and per pack the blobs to write.
+#[derive(Default)]
+struct ContentPlan {
+    files: Vec<Box<Path>>,
+    /// pack → (blob, file number, offset in the file)
+    by_pack: HashMap<PackId, Vec<(BlobId, u32, u64)>>,
+}
+
+/// State shared by the walks over the snapshot's trees.
+struct Walk<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    sel: Selection,
+    target: PathBuf,
+    /// Directories created (relative to the target); with includes, only those on the way.
+    created: Mutex<HashSet<PathBuf>>,
+    /// (device, inode) of multiply-linked files → the name created first.
+    first_link: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// Later names of multiply-linked files, linked once every first name exists.
+    links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    plan: Mutex<ContentPlan>,
+    sum: Mutex<RestoreSummary>,
+}
+
+/// One entry seen by a walk: its path relative to the target and inside the snapshot.
+struct Entry<'n> {
+    rel: PathBuf,
+    snap: PathBuf,
+    node: &'n Node,
+}
+
+impl Walk<'_> {
+    /// Visit every entry below `tree` (parents before children; siblings' subtrees in parallel).
+    fn walk(&self, tree: &BlobId, rel: &Path, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
+        let t = self.repo.load_tree(self.index, tree)?;
+        let entries: Vec<Entry> = t
+            .nodes
+            .iter()
+            .map(|n| {
+                let name = OsStr::from_bytes(&n.name);
+                Entry {
+                    rel: rel.join(name),
+                    snap: snap.join(name),
+                    node: n,
+                }
+            })
+            .filter(|e| !self.sel.excluded(&e.snap))
+            .collect();
+        entries.par_iter().try_for_each(|e| {
+            f(e)?;
+            match &e.node.subtree {
+                Some(st) if e.node.is_dir() => self.walk(st, &e.rel, &e.snap, f),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// Create `rel` (a directory) and every missing directory above it, once each.
+    fn ensure_dirs(&self, rel: &Path) -> Result<()> {
+        let mut missing: Vec<&Path> = Vec::new();
+        {
+            let created = self.created.lock().expect("lock");
+            for a in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+                if created.contains(a) {
+                    break;
+                }
+                missing.push(a);
+            }
+        }
+        for a in missing.into_iter().rev() {
+            if self.created.lock().expect("lock").insert(a.to_path_buf()) {
+                ensure_dir(&self.target.join(a))?;
+                self.sum.lock().expect("lock").dirs += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// First pass: create each selected entry and plan its contents.
+    fn create(&self, e: &Entry) -> Result<()> {
+        let n = e.node;
+        if n.is_dir() {
+            // Without includes every directory is restored; with them, only on the way to a match.
+            if self.sel.includes.is_empty() || self.sel.included(&e.snap) {
+                self.ensure_dirs(&e.rel)?;
+            }
+            return Ok(());
+        }
+        if !self.sel.included(&e.snap) {
+            return Ok(());
+        }
+        if let Some(parent) = e.rel.parent() {
+            self.ensure_dirs(parent)?;
+        }
+        let path = self.target.join(&e.rel);
+        let io = |err| Error::io(&path, err);
+        match n.kind {
+            NodeKind::File => {
+                if n.nlink > 1 {
+                    let mut first = self.first_link.lock().expect("lock");
+                    match first.get(&(n.device, n.inode)) {
+                        Some(f) => {
+                            self.links.lock().expect("lock").push((f.clone(), e.rel.clone()));
+                            return Ok(());
+                        }
+                        None => {
+                            first.insert((n.device, n.inode), e.rel.clone());
+                        }
+                    }
+                }
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?;
+                f.set_len(n.size).map_err(io)?;
+                let offsets = chunk_offsets(self.index, n)?;
+                let mut plan = self.plan.lock().expect("lock");
+                let file = plan.files.len() as u32;
+                plan.files.push(e.rel.clone().into_boxed_path());
+                for (id, off) in offsets {
+                    let loc = self.index.get(&id).expect("checked by chunk_offsets");
+                    plan.by_pack
+                        .entry(self.index.pack_id(&loc))
+                        .or_default()
+                        .push((id, file, off));
+                }
+                self.sum.lock().expect("lock").files += 1;
+            }
+            NodeKind::Symlink => {
+                remove_existing(&path);
+                std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), &path).map_err(io)?;
+                self.sum.lock().expect("lock").symlinks += 1;
+            }
+            NodeKind::Socket => self
+                .sum
+                .lock()
+                .expect("lock")
+                .warnings
+                .push(format!("{}: sockets are not restored", e.rel.display())),
+            _ => {
+                remove_existing(&path);
+                make_special(&path, n).map_err(io)?;
+                self.sum.lock().expect("lock").specials += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the first pass restored this entry.
+    fn restored(&self, e: &Entry) -> bool {
+        if e.node.is_dir() {
+            self.created.lock().expect("lock").contains(&e.rel)
+        } else {
+            e.node.kind != NodeKind::Socket && self.sel.included(&e.snap)
+        }
+    }
+}
+
 /// Restore `snap` (or `opts.subpath` of it) into `opts.target`.
+///
+/// Memory holds no copy of the snapshot's trees: three walks over them (create and plan,
+/// metadata, and with `verify` a re-read) keep only the content plan, a few bytes per file
+/// and per chunk, and the directories for their metadata at the end.
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -78,115 +252,94 @@ pub fn restore(
     opts: &RestoreOptions,
     bytes_done: &AtomicU64,
 ) -> Result<RestoreSummary> {
-    let includes = patterns(&opts.includes)?;
-    let excludes = patterns(&opts.excludes)?;
+    let sel = Selection {
+        includes: patterns(&opts.includes)?,
+        excludes: patterns(&opts.excludes)?,
+    };
     let (tree_id, single) = repo.resolve_path(index, &snap.tree, &opts.subpath)?;
     let base = PathBuf::from("/").join(opts.subpath.trim_matches('/'));
-    let mut items = Vec::new();
-    match single {
-        Some(node) if !node.is_dir() => items.push(Item {
-            rel: PathBuf::from(OsStr::from_bytes(&node.name)),
-            snap_path: base,
-            node,
-            link_to: None,
-        }),
-        _ => plan(repo, index, &tree_id, Path::new(""), &base, &mut items)?,
-    }
-    items = filter(items, &includes, &excludes);
-    link_hardlinks(&mut items);
-
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?;
-    let mut sum = RestoreSummary::default();
-    create_entries(&target, &items, &mut sum)?;
-    write_contents(repo, index, &target, &items, bytes_done)?;
+    let w = Walk {
+        repo,
+        index,
+        sel,
+        target,
+        created: Mutex::new(HashSet::new()),
+        first_link: Mutex::default(),
+        links: Mutex::default(),
+        plan: Mutex::default(),
+        sum: Mutex::default(),
+    };
+    // Visits every entry of the selection in one of the two shapes a restore can have.
+    let for_each = |f: &(dyn Fn(&Entry) -> Result<()> + Sync)| -> Result<()> {
+        match &single {
+            Some(node) if !node.is_dir() => f(&Entry {
+                rel: PathBuf::from(OsStr::from_bytes(&node.name)),
+                snap: base.clone(),
+                node,
+            }),
+            _ => w.walk(&tree_id, Path::new(""), &base, f),
+        }
+    };
+
+    for_each(&|e| w.create(e))?;
+    for (first, later) in w.links.lock().expect("lock").iter() {
+        let path = w.target.join(later);
+        remove_existing(&path);
+        std::fs::hard_link(w.target.join(first), &path).map_err(|e| Error::io(&path, e))?;
+        w.sum.lock().expect("lock").hardlinks += 1;
+    }
+    let plan = std::mem::take(&mut *w.plan.lock().expect("lock"));
+    write_contents(repo, index, &w.target, plan, bytes_done)?;
+
+    // Metadata: files now, directories afterwards, deepest first, so their times stick.
     let is_root = rustix::process::geteuid().is_root();
-    let warn = apply_all_metadata(&target, &items, is_root)?;
-    if warn {
+    let skipped = AtomicBool::new(false);
+    let dirs: Mutex<Vec<(PathBuf, Node)>> = Mutex::default();
+    let apply = |rel: &Path, node: &Node| -> Result<()> {
+        let path = w.target.join(rel);
+        let r = apply_metadata(&path, node, is_root).map_err(|e| Error::io(&path, e))?;
+        if r.owner_skipped {
+            skipped.store(true, Relaxed);
+        }
+        Ok(())
+    };
+    for_each(&|e| {
+        if !w.restored(e) {
+            return Ok(());
+        }
+        if e.node.is_dir() {
+            let mut node = e.node.clone();
+            node.content = Vec::new();
+            dirs.lock().expect("lock").push((e.rel.clone(), node));
+            return Ok(());
+        }
+        apply(&e.rel, e.node)
+    })?;
+    let mut dirs = dirs.into_inner().expect("lock");
+    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+    for (rel, node) in &dirs {
+        apply(rel, node)?;
+    }
+
+    let mut sum = std::mem::take(&mut *w.sum.lock().expect("lock"));
+    if skipped.load(Relaxed) {
         sum.warnings.push("file ownership not restored: it needs root".into());
     }
     sum.bytes = bytes_done.load(Relaxed);
     if opts.verify {
-        sum.verified_files = verify(repo, index, &target, &items)?;
+        let n = AtomicU64::new(0);
+        for_each(&|e| {
+            if e.node.kind == NodeKind::File && w.restored(e) {
+                verify_file(repo, index, &w.target.join(&e.rel), e.node)?;
+                n.fetch_add(1, Relaxed);
+            }
+            Ok(())
+        })?;
+        sum.verified_files = n.into_inner();
     }
     Ok(sum)
-}
-
-fn plan(repo: &Repository, index: &Index, tree: &BlobId, rel: &Path, snap: &Path, out: &mut Vec<Item>) -> Result<()> {
-    let t = repo.load_tree(index, tree)?;
-    let subtrees: Vec<(PathBuf, PathBuf, BlobId)> = t
-        .nodes
-        .iter()
-        .filter_map(|n| {
-            n.subtree.map(|s| {
-                (
-                    rel.join(OsStr::from_bytes(&n.name)),
-                    snap.join(OsStr::from_bytes(&n.name)),
-                    s,
-                )
-            })
-        })
-        .collect();
-    for n in t.nodes {
-        let name = OsStr::from_bytes(&n.name);
-        out.push(Item {
-            rel: rel.join(name),
-            snap_path: snap.join(name),
-            node: n,
-            link_to: None,
-        });
-    }
-    // Load sibling subtrees in parallel, keep a deterministic parents-first order.
-    let children = subtrees
-        .par_iter()
-        .map(|(r, s, id)| {
-            let mut v = Vec::new();
-            plan(repo, index, id, r, s, &mut v)?;
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    out.extend(children.into_iter().flatten());
-    Ok(())
-}
-
-fn filter(items: Vec<Item>, includes: &[glob::Pattern], excludes: &[glob::Pattern]) -> Vec<Item> {
-    let keep: Vec<bool> = items
-        .iter()
-        .map(|i| !matches_any(excludes, &i.snap_path) && (includes.is_empty() || matches_any(includes, &i.snap_path)))
-        .collect();
-    if includes.is_empty() && excludes.is_empty() {
-        return items;
-    }
-    // Keep the directories leading to anything kept.
-    let mut needed: HashSet<PathBuf> = HashSet::new();
-    for (i, k) in items.iter().zip(&keep) {
-        if *k {
-            for a in i.rel.ancestors().skip(1) {
-                needed.insert(a.to_path_buf());
-            }
-        }
-    }
-    items
-        .into_iter()
-        .zip(keep)
-        .filter(|(i, k)| *k || (i.node.is_dir() && needed.contains(&i.rel)))
-        .map(|(i, _)| i)
-        .collect()
-}
-
-fn link_hardlinks(items: &mut [Item]) {
-    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
-    for (idx, item) in items.iter_mut().enumerate() {
-        let n = &item.node;
-        if n.kind == NodeKind::File && n.nlink > 1 {
-            match first.get(&(n.device, n.inode)) {
-                Some(&f) => item.link_to = Some(f),
-                None => {
-                    first.insert((n.device, n.inode), idx);
-                }
-            }
-        }
-    }
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {
@@ -213,51 +366,6 @@ fn remove_existing(path: &Path) {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-fn create_entries(target: &Path, items: &[Item], sum: &mut RestoreSummary) -> Result<()> {
-    for it in items {
-        let path = target.join(&it.rel);
-        let n = &it.node;
-        let io = |e| Error::io(&path, e);
-        match (n.kind, it.link_to) {
-            (NodeKind::Dir, _) => {
-                ensure_dir(&path)?;
-                sum.dirs += 1;
-            }
-            (NodeKind::File, Some(first)) => {
-                remove_existing(&path);
-                std::fs::hard_link(target.join(&items[first].rel), &path).map_err(io)?;
-                sum.hardlinks += 1;
-            }
-            (NodeKind::File, None) => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
-                f.set_len(n.size).map_err(io)?;
-                sum.files += 1;
-            }
-            (NodeKind::Symlink, _) => {
-                remove_existing(&path);
-                std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), &path).map_err(io)?;
-                sum.symlinks += 1;
-            }
-            (NodeKind::Socket, _) => sum
-                .warnings
-                .push(format!("{}: sockets are not restored", it.rel.display())),
-            _ => {
-                remove_existing(&path);
-                make_special(&path, n).map_err(io)?;
-                sum.specials += 1;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Where each chunk of a file goes: dense files back to back, sparse files into their extents.
@@ -292,104 +400,83 @@ fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(BlobId, u64)>> {
     Ok(out)
 }
 
+/// Largest byte range read from a pack at once: blobs further apart are read separately.
+const READ_WINDOW: u64 = 4 << 20;
+
+/// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
+/// at most [`READ_WINDOW`] (a single larger blob is read alone), and each blob is opened once
+/// and written to every place it goes.
 fn write_contents(
     repo: &Repository,
     index: &Index,
     target: &Path,
-    items: &[Item],
+    plan: ContentPlan,
     bytes_done: &AtomicU64,
 ) -> Result<()> {
-    // blob → (item, offset) targets, grouped by pack.
-    let mut by_pack: HashMap<PackId, HashMap<BlobId, Vec<(usize, u64)>>> = HashMap::new();
-    for (i, it) in items.iter().enumerate() {
-        if it.node.kind != NodeKind::File || it.link_to.is_some() {
-            continue;
-        }
-        for (id, off) in chunk_offsets(index, &it.node)? {
-            let loc = index.get(&id).expect("checked by chunk_offsets");
-            by_pack
-                .entry(index.pack_id(&loc))
-                .or_default()
-                .entry(id)
-                .or_default()
-                .push((i, off));
-        }
-    }
-    let packs: Vec<_> = by_pack.into_iter().collect();
-    packs.par_iter().try_for_each(|(pack, blobs)| {
-        let path = pack_path(pack);
-        let locs: Vec<_> = blobs.keys().map(|id| (id, index.get(id).expect("indexed"))).collect();
-        let start = locs.iter().map(|(_, l)| l.offset as u64).min().unwrap_or(0);
-        let end = locs
-            .iter()
-            .map(|(_, l)| l.offset as u64 + l.length as u64)
-            .max()
-            .unwrap_or(0);
-        let span = repo.backend().get_range(&path, start, end - start)?;
-        for (id, l) in locs {
-            let s = (l.offset as u64 - start) as usize;
-            let data = repo.open_blob(&path, id, l.compressed, l.raw_length, &span[s..s + l.length as usize])?;
-            for &(item, off) in &blobs[id] {
-                let fpath = target.join(&items[item].rel);
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&fpath)
-                    .map_err(|e| Error::io(&fpath, e))?;
-                f.write_all_at(&data, off).map_err(|e| Error::io(&fpath, e))?;
-                bytes_done.fetch_add(data.len() as u64, Relaxed);
+    let files = plan.files;
+    let packs: Vec<_> = plan.by_pack.into_iter().collect();
+    packs.into_par_iter().try_for_each(|(pack, mut targets)| {
+        let path = pack_path(&pack);
+        let loc_of = |id: &BlobId| index.get(id).expect("planned blobs are indexed");
+        targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
+        let mut i = 0;
+        while i < targets.len() {
+            let start = loc_of(&targets[i].0).offset as u64;
+            let mut j = i;
+            let mut end = start;
+            while j < targets.len() {
+                let l = loc_of(&targets[j].0);
+                let e = l.offset as u64 + l.length as u64;
+                if j > i && e - start > READ_WINDOW {
+                    break;
+                }
+                end = end.max(e);
+                j += 1;
             }
+            let span = repo.backend().get_range(&path, start, end - start)?;
+            let mut k = i;
+            while k < j {
+                let id = targets[k].0;
+                let l = loc_of(&id);
+                let s = (l.offset as u64 - start) as usize;
+                let data = repo.open_blob(&path, &id, l.compressed, l.raw_length, &span[s..s + l.length as usize])?;
+                while k < j && targets[k].0 == id {
+                    let (_, file, off) = targets[k];
+                    let fpath = target.join(&files[file as usize]);
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&fpath)
+                        .map_err(|e| Error::io(&fpath, e))?;
+                    f.write_all_at(&data, off).map_err(|e| Error::io(&fpath, e))?;
+                    bytes_done.fetch_add(data.len() as u64, Relaxed);
+                    k += 1;
+                }
+            }
+            i = j;
         }
         Ok(())
     })
 }
 
-fn apply_all_metadata(target: &Path, items: &[Item], is_root: bool) -> Result<bool> {
-    let apply = |it: &Item| -> Result<bool> {
-        if it.node.kind == NodeKind::Socket {
-            return Ok(false);
-        }
-        let path = target.join(&it.rel);
-        apply_metadata(&path, &it.node, is_root)
-            .map(|w| w.owner_skipped)
-            .map_err(|e| Error::io(&path, e))
+/// Re-read a restored file and check its size and every chunk's id.
+fn verify_file(repo: &Repository, index: &Index, path: &Path, node: &Node) -> Result<()> {
+    let fail = |reason: String| Error::VerifyFailed {
+        path: path.to_path_buf(),
+        reason,
     };
-    let mut skipped = items
-        .par_iter()
-        .filter(|i| !i.node.is_dir())
-        .map(apply)
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .any(|b| b);
-    for it in items.iter().rev().filter(|i| i.node.is_dir()) {
-        skipped |= apply(it)?;
+    let f = super::fsnode::open_noatime(path).map_err(|e| Error::io(path, e))?;
+    let md = f.metadata().map_err(|e| Error::io(path, e))?;
+    if md.len() != node.size {
+        return Err(fail(format!("size {} instead of {}", md.len(), node.size)));
     }
-    Ok(skipped)
-}
-
-/// Re-read every restored file and check its chunks' ids and its size; returns files checked.
-fn verify(repo: &Repository, index: &Index, target: &Path, items: &[Item]) -> Result<u64> {
-    let files: Vec<&Item> = items.iter().filter(|i| i.node.kind == NodeKind::File).collect();
-    files.par_iter().try_for_each(|it| {
-        let path = target.join(&it.rel);
-        let fail = |reason: String| Error::VerifyFailed {
-            path: path.clone(),
-            reason,
-        };
-        let f = super::fsnode::open_noatime(&path).map_err(|e| Error::io(&path, e))?;
-        let md = f.metadata().map_err(|e| Error::io(&path, e))?;
-        if md.len() != it.node.size {
-            return Err(fail(format!("size {} instead of {}", md.len(), it.node.size)));
+    for (id, off) in chunk_offsets(index, node)? {
+        let len = index.get(&id).expect("indexed").raw_length as usize;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, off).map_err(|e| Error::io(path, e))?;
+        if repo.key().blob_id(&buf) != id {
+            return Err(fail(format!("content at offset {off} differs from the snapshot")));
         }
-        for (id, off) in chunk_offsets(index, &it.node)? {
-            let len = index.get(&id).expect("indexed").raw_length as usize;
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, off).map_err(|e| Error::io(&path, e))?;
-            if repo.key().blob_id(&buf) != id {
-                return Err(fail(format!("content at offset {off} differs from the snapshot")));
-            }
-        }
-        Ok(())
-    })?;
-    Ok(files.len() as u64)
+    }
+    Ok(())
 }
