@@ -775,33 +775,57 @@ pub fn changed_inodes_since(subvol_path: &Path, min_generation: u64) -> Result<C
 }
 
 /// All paths of inode `ino` in the subvolume rooted at `subvol_path`, joined onto `subvol_path`
-/// (BTRFS_IOC_INO_PATHS, needs CAP_SYS_ADMIN). The kernel returns at most 4 KiB of paths, so an
-/// inode with very many hard links may be listed partially.
+/// (BTRFS_IOC_INO_PATHS, needs CAP_SYS_ADMIN). An inode with more names than fit the kernel's
+/// 64 KiB reply is an error rather than a silently short list.
 pub fn inode_paths(subvol_path: &Path, ino: u64) -> Result<Vec<PathBuf>> {
     let f = open_subvol_root(subvol_path)?;
-    let mut buf = vec![0u64; 512];
-    let mut a = InoPathArgs {
-        inum: ino,
-        size: 4096,
-        reserved: [0; 4],
-        fspath: buf.as_mut_ptr() as u64,
-    };
-    // SAFETY: `a` is the exact 56-byte argument; the kernel writes at most `a.size` (4096) bytes
-    // to `fspath`, which points to the live, exclusively borrowed 4096-byte `buf`.
-    unsafe { raw_ioctl(&f, IOC_INO_PATHS, (&mut a as *mut InoPathArgs).cast()) }
-        .map_err(|e| err("resolve inode paths in", subvol_path, e))?;
-    // btrfs_data_container: 4 x u32 header, then val[elem_cnt] = offsets from &val[0].
-    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let count = u32::from_ne_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let vals = &bytes[16..];
-    (0..count.min(vals.len() / 8))
-        .map(|i| {
-            let off = u64::from_ne_bytes(vals[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
-            let s = vals
-                .get(off..)
-                .map(cstr_bytes)
-                .ok_or_else(|| err("parse inode paths in", subvol_path, bad_item()))?;
-            Ok(subvol_path.join(OsStr::from_bytes(s)))
-        })
-        .collect()
+    ino_paths(&f, subvol_path, ino).map_err(|e| err("resolve inode paths in", subvol_path, e))
+}
+
+/// [`inode_paths`] of many inodes on one descriptor, all paths together. Inodes without a
+/// name (the subvolume root, files deleted while still open) contribute nothing.
+pub fn inodes_paths(subvol_path: &Path, inos: impl IntoIterator<Item = u64>) -> Result<Vec<PathBuf>> {
+    let f = open_subvol_root(subvol_path)?;
+    let mut out = Vec::new();
+    for ino in inos.into_iter().filter(|&i| i != SUBVOL_ROOT_INO) {
+        match ino_paths(&f, subvol_path, ino) {
+            Ok(p) => out.extend(p),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(err("resolve inode paths in", subvol_path, e)),
+        }
+    }
+    Ok(out)
+}
+
+fn ino_paths(f: &File, subvol_path: &Path, ino: u64) -> io::Result<Vec<PathBuf>> {
+    for size in [4096usize, 65536] {
+        let mut buf = vec![0u64; size / 8];
+        let mut a = InoPathArgs {
+            inum: ino,
+            size: size as u64,
+            reserved: [0; 4],
+            fspath: buf.as_mut_ptr() as u64,
+        };
+        // SAFETY: `a` is the exact 56-byte argument; the kernel writes at most `a.size` bytes
+        // to `fspath`, which points to the live, exclusively borrowed `size`-byte `buf`.
+        unsafe { raw_ioctl(f, IOC_INO_PATHS, (&mut a as *mut InoPathArgs).cast())? };
+        // btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed (u32 each),
+        // then val[elem_cnt] = offsets from &val[0].
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let word = |i: usize| u32::from_ne_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+        if word(3) > 0 {
+            continue;
+        }
+        let vals = &bytes[16..];
+        return (0..word(2).min(vals.len() / 8))
+            .map(|i| {
+                let off = u64::from_ne_bytes(vals[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
+                let s = vals.get(off..).map(cstr_bytes).ok_or_else(bad_item)?;
+                Ok(subvol_path.join(OsStr::from_bytes(s)))
+            })
+            .collect();
+    }
+    Err(io::Error::other(format!(
+        "inode {ino} has more names than one 64 KiB reply holds"
+    )))
 }

@@ -101,7 +101,7 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`
+    /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`, `tree SNAPSHOT[:DIR]`
     Cat { kind: String, id: Option<String> },
 }
 
@@ -184,6 +184,9 @@ pub struct SnapshotBackupArgs {
     pub common: BackupCommon,
     #[command(flatten)]
     pub keep: KeepArgs,
+    /// Compare every file's metadata with the parent instead of asking Btrfs what changed
+    #[arg(long)]
+    pub full_scan: bool,
 }
 
 #[derive(Subcommand, Debug)]
