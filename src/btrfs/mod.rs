@@ -70,6 +70,10 @@ const IOC_SUBVOL_GETFLAGS: u64 = ioc(2, 25, 8);
 const IOC_SUBVOL_SETFLAGS: u64 = ioc(1, 26, 8);
 const IOC_INO_PATHS: u64 = ioc(3, 35, size_of::<InoPathArgs>());
 const IOC_GET_SUBVOL_INFO: u64 = ioc(2, 60, size_of::<GetSubvolInfoArgs>());
+/// FS_IOC_GETFLAGS, `_IOR('f', 1, long)`; the kernel copies an `int` of flags.
+const FS_IOC_GETFLAGS: u64 = (2 << 30) | (8 << 16) | (0x66 << 8) | 1;
+/// The `chattr +C` inode flag: no copy-on-write for data (inherited by new files in a directory).
+pub const FS_NOCOW_FL: u32 = 0x0080_0000;
 
 #[repr(C)]
 struct VolArgs {
@@ -163,6 +167,7 @@ const _: () = {
     assert!(IOC_SUBVOL_SETFLAGS == 0x4008_941a);
     assert!(IOC_INO_PATHS == 0xc038_9423);
     assert!(IOC_GET_SUBVOL_INFO == 0x81f8_943c);
+    assert!(FS_IOC_GETFLAGS == 0x8008_6601);
 };
 
 /// Plain-old-data ioctl arguments.
@@ -263,6 +268,8 @@ pub enum BtrfsError {
          a Btrfs snapshot must live on its source's filesystem, so choose a snapshot directory on it"
     )]
     CrossFilesystem { source_path: PathBuf, dest_dir: PathBuf },
+    #[error("unknown storage preset {name:?}; known presets: {known}")]
+    UnknownPreset { name: String, known: String },
     #[error("{path} already exists; choose another snapshot name or delete the existing one first")]
     AlreadyExists { path: PathBuf },
     #[error("invalid subvolume name {name:?}: use a single path component of 1-255 bytes, not '.' or '..'")]
@@ -277,6 +284,8 @@ pub enum BtrfsError {
 }
 
 pub type Result<T, E = BtrfsError> = std::result::Result<T, E>;
+
+pub mod doctor;
 
 fn containing_hint(id: &Option<u64>, path: &Option<PathBuf>) -> String {
     match (id, path) {
@@ -528,6 +537,16 @@ pub fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
     let f = open_subvol_root(path)?;
     let mut flags = if readonly { SUBVOL_RDONLY } else { 0 };
     ioctl(&f, IOC_SUBVOL_SETFLAGS, &mut flags).map_err(|e| err("set flags of", path, e))
+}
+
+/// Whether `path` (file or directory on Btrfs) has the No_COW attribute (`chattr +C`).
+pub fn is_nocow(path: &Path) -> Result<bool> {
+    let f = open_btrfs(path, false)?;
+    // The kernel writes a 4-byte int at the start of this 8-byte buffer.
+    let mut flags = 0u64;
+    ioctl(&f, FS_IOC_GETFLAGS, &mut flags).map_err(|e| err("get inode flags of", path, e))?;
+    let int = flags.to_ne_bytes()[..4].try_into().expect("4 bytes");
+    Ok(u32::from_ne_bytes(int) & FS_NOCOW_FL != 0)
 }
 
 /// Commits the current transaction of the filesystem holding `path` (BTRFS_IOC_SYNC).

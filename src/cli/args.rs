@@ -208,6 +208,13 @@ pub enum BtrfsCommand {
         #[arg(short = 'n', long)]
         dry_run: bool,
     },
+    /// Check Btrfs mounts (or the mounts holding PATHs) against the storage presets; exit 1 on warnings
+    Doctor {
+        paths: Vec<PathBuf>,
+        /// Judge the PATHs by this preset instead of by their path: database, containers, cache, general
+        #[arg(long)]
+        preset: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

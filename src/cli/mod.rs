@@ -291,6 +291,11 @@ fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
             }
             Ok(0)
         }
+        args::BtrfsCommand::Doctor { paths, preset } => {
+            let reports = pbak::btrfs::doctor::doctor(paths, preset.as_deref())?;
+            output::doctor(cli, &reports);
+            Ok(if reports.iter().all(|r| r.ok()) { 0 } else { 1 })
+        }
     }
 }
 

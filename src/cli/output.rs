@@ -406,3 +406,34 @@ pub fn cat(repo: &Repository, kind: &str, id: Option<&str>) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn doctor(cli: &Cli, reports: &[pbak::btrfs::doctor::Report]) {
+    if cli.json {
+        println!("{}", json!(reports));
+        return;
+    }
+    if reports.is_empty() {
+        println!("no Btrfs mounts found");
+    }
+    for r in reports {
+        let disk = match r.ssd {
+            Some(true) => "SSD",
+            Some(false) => "rotational disk",
+            None => "unknown disk type",
+        };
+        println!(
+            "{} ({} preset; subvolume {} of {} mounted at {}, {disk})",
+            r.path.display(),
+            r.preset,
+            r.subvolume,
+            r.device,
+            r.mount_point.display()
+        );
+        for f in &r.findings {
+            match f.ok {
+                true => println!("  ok    {}", f.check),
+                false => println!("  WARN  {}: {}", f.check, f.message),
+            }
+        }
+    }
+}
