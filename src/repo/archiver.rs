@@ -582,7 +582,7 @@ impl Ctx<'_> {
             }
             NodeKind::Dir => {
                 self.stats.removed_dirs.fetch_add(1, Relaxed);
-                if let Some(t) = self.parent_subtree(Some(p)).filter(|_| deep) {
+                if let Some(t) = deep.then(|| self.parent_subtree(Some(p))).flatten() {
                     t.nodes.iter().for_each(|n| self.count_removed(n, true));
                 }
             }
