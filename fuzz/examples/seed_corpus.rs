@@ -129,6 +129,7 @@ fn main() {
             subvol_uuid: [6; 16],
             generation: 1234,
             snapshot_path: "/.snapshots/home".into(),
+            options_digest: [7; 32],
         }),
         summary: Summary {
             files_new: 1,

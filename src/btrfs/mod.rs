@@ -70,6 +70,10 @@ const IOC_SUBVOL_GETFLAGS: u64 = ioc(2, 25, 8);
 const IOC_SUBVOL_SETFLAGS: u64 = ioc(1, 26, 8);
 const IOC_INO_PATHS: u64 = ioc(3, 35, size_of::<InoPathArgs>());
 const IOC_GET_SUBVOL_INFO: u64 = ioc(2, 60, size_of::<GetSubvolInfoArgs>());
+/// FS_IOC_GETFLAGS, `_IOR('f', 1, long)`; the kernel copies an `int` of flags.
+const FS_IOC_GETFLAGS: u64 = (2 << 30) | (8 << 16) | (0x66 << 8) | 1;
+/// The `chattr +C` inode flag: no copy-on-write for data (inherited by new files in a directory).
+pub const FS_NOCOW_FL: u32 = 0x0080_0000;
 
 #[repr(C)]
 struct VolArgs {
@@ -163,6 +167,7 @@ const _: () = {
     assert!(IOC_SUBVOL_SETFLAGS == 0x4008_941a);
     assert!(IOC_INO_PATHS == 0xc038_9423);
     assert!(IOC_GET_SUBVOL_INFO == 0x81f8_943c);
+    assert!(FS_IOC_GETFLAGS == 0x8008_6601);
 };
 
 /// Plain-old-data ioctl arguments.
@@ -263,6 +268,8 @@ pub enum BtrfsError {
          a Btrfs snapshot must live on its source's filesystem, so choose a snapshot directory on it"
     )]
     CrossFilesystem { source_path: PathBuf, dest_dir: PathBuf },
+    #[error("unknown storage preset {name:?}; known presets: {known}")]
+    UnknownPreset { name: String, known: String },
     #[error("{path} already exists; choose another snapshot name or delete the existing one first")]
     AlreadyExists { path: PathBuf },
     #[error("invalid subvolume name {name:?}: use a single path component of 1-255 bytes, not '.' or '..'")]
@@ -277,6 +284,8 @@ pub enum BtrfsError {
 }
 
 pub type Result<T, E = BtrfsError> = std::result::Result<T, E>;
+
+pub mod doctor;
 
 fn containing_hint(id: &Option<u64>, path: &Option<PathBuf>) -> String {
     match (id, path) {
@@ -530,6 +539,16 @@ pub fn set_readonly(path: &Path, readonly: bool) -> Result<()> {
     ioctl(&f, IOC_SUBVOL_SETFLAGS, &mut flags).map_err(|e| err("set flags of", path, e))
 }
 
+/// Whether `path` (file or directory on Btrfs) has the No_COW attribute (`chattr +C`).
+pub fn is_nocow(path: &Path) -> Result<bool> {
+    let f = open_btrfs(path, false)?;
+    // The kernel writes a 4-byte int at the start of this 8-byte buffer.
+    let mut flags = 0u64;
+    ioctl(&f, FS_IOC_GETFLAGS, &mut flags).map_err(|e| err("get inode flags of", path, e))?;
+    let int = flags.to_ne_bytes()[..4].try_into().expect("4 bytes");
+    Ok(u32::from_ne_bytes(int) & FS_NOCOW_FL != 0)
+}
+
 /// Commits the current transaction of the filesystem holding `path` (BTRFS_IOC_SYNC).
 pub fn sync_filesystem(path: &Path) -> Result<()> {
     let f = open_btrfs(path, false)?;
@@ -775,33 +794,57 @@ pub fn changed_inodes_since(subvol_path: &Path, min_generation: u64) -> Result<C
 }
 
 /// All paths of inode `ino` in the subvolume rooted at `subvol_path`, joined onto `subvol_path`
-/// (BTRFS_IOC_INO_PATHS, needs CAP_SYS_ADMIN). The kernel returns at most 4 KiB of paths, so an
-/// inode with very many hard links may be listed partially.
+/// (BTRFS_IOC_INO_PATHS, needs CAP_SYS_ADMIN). An inode with more names than fit the kernel's
+/// 64 KiB reply is an error rather than a silently short list.
 pub fn inode_paths(subvol_path: &Path, ino: u64) -> Result<Vec<PathBuf>> {
     let f = open_subvol_root(subvol_path)?;
-    let mut buf = vec![0u64; 512];
-    let mut a = InoPathArgs {
-        inum: ino,
-        size: 4096,
-        reserved: [0; 4],
-        fspath: buf.as_mut_ptr() as u64,
-    };
-    // SAFETY: `a` is the exact 56-byte argument; the kernel writes at most `a.size` (4096) bytes
-    // to `fspath`, which points to the live, exclusively borrowed 4096-byte `buf`.
-    unsafe { raw_ioctl(&f, IOC_INO_PATHS, (&mut a as *mut InoPathArgs).cast()) }
-        .map_err(|e| err("resolve inode paths in", subvol_path, e))?;
-    // btrfs_data_container: 4 x u32 header, then val[elem_cnt] = offsets from &val[0].
-    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let count = u32::from_ne_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let vals = &bytes[16..];
-    (0..count.min(vals.len() / 8))
-        .map(|i| {
-            let off = u64::from_ne_bytes(vals[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
-            let s = vals
-                .get(off..)
-                .map(cstr_bytes)
-                .ok_or_else(|| err("parse inode paths in", subvol_path, bad_item()))?;
-            Ok(subvol_path.join(OsStr::from_bytes(s)))
-        })
-        .collect()
+    ino_paths(&f, subvol_path, ino).map_err(|e| err("resolve inode paths in", subvol_path, e))
+}
+
+/// [`inode_paths`] of many inodes on one descriptor, all paths together. Inodes without a
+/// name (the subvolume root, files deleted while still open) contribute nothing.
+pub fn inodes_paths(subvol_path: &Path, inos: impl IntoIterator<Item = u64>) -> Result<Vec<PathBuf>> {
+    let f = open_subvol_root(subvol_path)?;
+    let mut out = Vec::new();
+    for ino in inos.into_iter().filter(|&i| i != SUBVOL_ROOT_INO) {
+        match ino_paths(&f, subvol_path, ino) {
+            Ok(p) => out.extend(p),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(err("resolve inode paths in", subvol_path, e)),
+        }
+    }
+    Ok(out)
+}
+
+fn ino_paths(f: &File, subvol_path: &Path, ino: u64) -> io::Result<Vec<PathBuf>> {
+    for size in [4096usize, 65536] {
+        let mut buf = vec![0u64; size / 8];
+        let mut a = InoPathArgs {
+            inum: ino,
+            size: size as u64,
+            reserved: [0; 4],
+            fspath: buf.as_mut_ptr() as u64,
+        };
+        // SAFETY: `a` is the exact 56-byte argument; the kernel writes at most `a.size` bytes
+        // to `fspath`, which points to the live, exclusively borrowed `size`-byte `buf`.
+        unsafe { raw_ioctl(f, IOC_INO_PATHS, (&mut a as *mut InoPathArgs).cast())? };
+        // btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed (u32 each),
+        // then val[elem_cnt] = offsets from &val[0].
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let word = |i: usize| u32::from_ne_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+        if word(3) > 0 {
+            continue;
+        }
+        let vals = &bytes[16..];
+        return (0..word(2).min(vals.len() / 8))
+            .map(|i| {
+                let off = u64::from_ne_bytes(vals[i * 8..i * 8 + 8].try_into().unwrap()) as usize;
+                let s = vals.get(off..).map(cstr_bytes).ok_or_else(bad_item)?;
+                Ok(subvol_path.join(OsStr::from_bytes(s)))
+            })
+            .collect();
+    }
+    Err(io::Error::other(format!(
+        "inode {ino} has more names than one 64 KiB reply holds"
+    )))
 }

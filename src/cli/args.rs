@@ -111,7 +111,7 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`
+    /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`, `tree SNAPSHOT[:DIR]`
     Cat { kind: String, id: Option<String> },
 }
 
@@ -226,6 +226,9 @@ pub struct SnapshotBackupArgs {
     pub common: BackupCommon,
     #[command(flatten)]
     pub keep: KeepArgs,
+    /// Compare every file's metadata with the parent instead of asking Btrfs what changed
+    #[arg(long)]
+    pub full_scan: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +249,13 @@ pub enum BtrfsCommand {
         /// Only show what would be deleted
         #[arg(short = 'n', long)]
         dry_run: bool,
+    },
+    /// Check Btrfs mounts (or the mounts holding PATHs) against the storage presets; exit 1 on warnings
+    Doctor {
+        paths: Vec<PathBuf>,
+        /// Judge the PATHs by this preset instead of by their path: database, containers, cache, general
+        #[arg(long)]
+        preset: Option<String>,
     },
 }
 

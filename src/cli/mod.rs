@@ -243,6 +243,7 @@ fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
             snapshot_dir: a.snapshot_dir.clone(),
             backup: template.clone(),
             keep: keep.clone(),
+            full_scan: a.full_scan,
         };
         let progress = Progress::default();
         match output::with_backup_bar(cli, &progress, || snapshot_backup::run(&repo, &index, &opts, &progress)) {
@@ -252,8 +253,15 @@ fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
                     for p in &r.pruned {
                         println!("deleted local snapshot {}", p.display());
                     }
+                    if let Some(why) = &r.fallback {
+                        println!("change detection: full metadata scan, because {why}");
+                    }
                 }
-                output::backup_done(cli, &r.backup, repo.backend().counts());
+                let extra = r
+                    .fallback
+                    .as_ref()
+                    .map(|w| ("change_detection_fallback", w.as_str().into()));
+                output::backup_done_with(cli, &r.backup, repo.backend().counts(), extra);
                 if r.backup.snapshot.partial && code == 0 {
                     code = EXIT_PARTIAL;
                 }
@@ -302,6 +310,11 @@ fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
                 }
             }
             Ok(0)
+        }
+        args::BtrfsCommand::Doctor { paths, preset } => {
+            let reports = pbak::btrfs::doctor::doctor(paths, preset.as_deref())?;
+            output::doctor(cli, &reports);
+            Ok(if reports.iter().all(|r| r.ok()) { 0 } else { 1 })
         }
     }
 }

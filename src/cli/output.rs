@@ -9,7 +9,7 @@ use pbak::repo::check::CheckReport;
 use pbak::repo::index::{Index, IndexFile};
 use pbak::repo::keyfile::KeyFile;
 use pbak::repo::restorer::RestoreSummary;
-use pbak::repo::snapshot::Snapshot;
+use pbak::repo::snapshot::{ChangeDetection, Snapshot};
 use pbak::repo::tree::{Node, NodeKind};
 use pbak::repo::Repository;
 use serde_json::json;
@@ -109,12 +109,22 @@ pub fn init(cli: &Cli, repo: &Repository) {
 }
 
 pub fn backup_done(cli: &Cli, r: &BackupResult, ops: pbak::backends::OpCounts) {
+    backup_done_with(cli, r, ops, None)
+}
+
+/// [`backup_done`] with one more key in the JSON object.
+pub fn backup_done_with(
+    cli: &Cli,
+    r: &BackupResult,
+    ops: pbak::backends::OpCounts,
+    extra: Option<(&str, serde_json::Value)>,
+) {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
     let s = &r.snapshot.summary;
     if cli.json {
-        let v = json!({
+        let mut v = json!({
             "snapshot_id": r.id.map(|i| i.to_hex()),
             "parent": r.parent.map(|i| i.to_hex()),
             "dry_run": r.id.is_none(),
@@ -131,13 +141,24 @@ pub fn backup_done(cli: &Cli, r: &BackupResult, ops: pbak::backends::OpCounts) {
             "duration_seconds": s.duration_ms as f64 / 1000.0,
             "errors": r.warnings,
             "backend": ops,
+            "change_detection": s.change_detection,
         });
+        if let Some((k, x)) = extra {
+            v[k] = x;
+        }
         println!("{v}");
         return;
     }
     println!(
-        "files: {} new, {} changed, {} unmodified; {} dirs",
-        s.files_new, s.files_changed, s.files_unmodified, s.dirs
+        "files: {} new, {} changed, {} unmodified; {} dirs ({})",
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.dirs,
+        match s.change_detection {
+            ChangeDetection::MetadataScan => "metadata scan",
+            ChangeDetection::BtrfsGeneration => "changes from Btrfs generations",
+        }
     );
     println!(
         "read {} of {}, added {} in {} blobs, {:.2} s",
@@ -180,7 +201,7 @@ fn snap_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
         "tree": s.tree.to_hex(),
         "parent": s.parent.map(|p| p.to_hex()),
         "partial": s.partial,
-        "btrfs": s.btrfs.as_ref().map(|b| json!({"subvol_uuid": hex::encode(b.subvol_uuid), "generation": b.generation, "snapshot_path": b.snapshot_path})),
+        "btrfs": s.btrfs.as_ref().map(|b| json!({"subvol_uuid": hex::encode(b.subvol_uuid), "generation": b.generation, "snapshot_path": b.snapshot_path, "options_digest": hex::encode(b.options_digest)})),
         "summary": s.summary,
     })
 }
@@ -434,7 +455,46 @@ pub fn cat(repo: &Repository, kind: &str, id: Option<&str>) -> Result<()> {
                 String::from_utf8_lossy(&repo.backend().get(&format!("keys/{k}"))?)
             );
         }
-        _ => bail!("usage: pbak cat config | snapshot ID | index ID | key ID"),
+        ("tree", Some(spec)) => {
+            let (snap, sub) = spec.split_once(':').unwrap_or((spec, ""));
+            let index = repo.load_index()?;
+            let (_, s) = repo.find_snapshot(snap)?;
+            let (id, _) = repo.resolve_path(&index, &s.tree, sub)?;
+            let tree = repo.load_tree(&index, &id)?;
+            println!("{}", json!({"id": id.to_hex(), "tree": tree}));
+        }
+        _ => bail!("usage: pbak cat config | snapshot ID | index ID | key ID | tree SNAPSHOT[:DIR]"),
     }
     Ok(())
+}
+
+pub fn doctor(cli: &Cli, reports: &[pbak::btrfs::doctor::Report]) {
+    if cli.json {
+        println!("{}", json!(reports));
+        return;
+    }
+    if reports.is_empty() {
+        println!("no Btrfs mounts found");
+    }
+    for r in reports {
+        let disk = match r.ssd {
+            Some(true) => "SSD",
+            Some(false) => "rotational disk",
+            None => "unknown disk type",
+        };
+        println!(
+            "{} ({} preset; subvolume {} of {} mounted at {}, {disk})",
+            r.path.display(),
+            r.preset,
+            r.subvolume,
+            r.device,
+            r.mount_point.display()
+        );
+        for f in &r.findings {
+            match f.ok {
+                true => println!("  ok    {}", f.check),
+                false => println!("  WARN  {}: {}", f.check, f.message),
+            }
+        }
+    }
 }

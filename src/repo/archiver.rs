@@ -8,10 +8,11 @@
 //! Index files are written every `INDEX_EVERY` packs, so an interrupted backup's stored
 //! packs are known to the next run and not uploaded again.
 
+use super::change_filter::ChangeFilter;
 use super::fsnode::{data_extents, node_from_metadata, open_noatime};
 use super::index::{Index, IndexFile, IndexPack};
 use super::pack::{pack_path, BlobKind, FinishedPack, PackBuilder, SealedBlob};
-use super::snapshot::{BtrfsOrigin, Snapshot, Summary};
+use super::snapshot::{BtrfsOrigin, ChangeDetection, Snapshot, Summary};
 use super::tree::{Node, NodeKind, Time, Tree};
 use super::Repository;
 use crate::error::{Error, Result};
@@ -22,10 +23,10 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const BLOB_QUEUE: usize = 8;
@@ -57,6 +58,9 @@ pub struct BackupOptions {
     pub connections: usize,
     /// Record this st_dev for every entry (a snapshot's own device number changes each time).
     pub device_override: Option<u64>,
+    /// Filesystem change detection: take unchanged entries from the parent without a stat.
+    /// Requires `parent` to be the snapshot the filter was computed against.
+    pub change_filter: Option<Arc<ChangeFilter>>,
 }
 
 /// Live counters for a progress display; the backup only ever adds to them.
@@ -89,6 +93,11 @@ struct Stats {
     bytes_read: AtomicU64,
     blobs_added: AtomicU64,
     bytes_added: AtomicU64,
+    /// Parent-tree files, bytes and dirs that a change-filtered walk replaced or dropped;
+    /// totals are then the parent's minus these plus what the walk counted.
+    removed_files: AtomicU64,
+    removed_bytes: AtomicU64,
+    removed_dirs: AtomicU64,
 }
 
 enum Trie {
@@ -134,7 +143,7 @@ pub fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Op
     }))
 }
 
-fn clean_abs(p: &Path) -> Result<PathBuf> {
+pub(crate) fn clean_abs(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {
@@ -222,7 +231,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
             s.spawn(move || upload.run(up_rx));
         }
         drop(up_rx);
-        if progress.want_totals.load(Relaxed) {
+        if progress.want_totals.load(Relaxed) && opts.change_filter.is_none() {
             let roots = opts.sources.iter().map(|s| s.read.clone()).collect();
             let walk_done = &walk_done;
             s.spawn(move || scan_totals(roots, progress, walk_done));
@@ -272,6 +281,23 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
     let (host, user) = (opts.host.clone(), super::host_user().1);
     let now = chrono::Utc::now();
     let g = |a: &AtomicU64| a.load(Relaxed);
+    let filtered = opts.change_filter.is_some() && parent.is_some();
+    let (total_files, total_bytes, dirs) = match &parent {
+        Some((_, p)) if filtered => {
+            let t = |prev: u64, walked: &AtomicU64, removed: &AtomicU64| (prev + g(walked)).saturating_sub(g(removed));
+            let ps = &p.summary;
+            (
+                t(ps.total_files, &stats.total_files, &stats.removed_files),
+                t(ps.total_bytes, &stats.total_bytes, &stats.removed_bytes),
+                t(ps.dirs, &stats.dirs, &stats.removed_dirs),
+            )
+        }
+        _ => (g(&stats.total_files), g(&stats.total_bytes), g(&stats.dirs)),
+    };
+    let files_unmodified = match filtered {
+        true => total_files.saturating_sub(g(&stats.files_new) + g(&stats.files_changed)),
+        false => g(&stats.files_unmodified),
+    };
     let snapshot = Snapshot {
         time: Time {
             sec: now.timestamp(),
@@ -287,15 +313,19 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         summary: Summary {
             files_new: g(&stats.files_new),
             files_changed: g(&stats.files_changed),
-            files_unmodified: g(&stats.files_unmodified),
-            dirs: g(&stats.dirs),
-            total_files: g(&stats.total_files),
-            total_bytes: g(&stats.total_bytes),
+            files_unmodified,
+            dirs,
+            total_files,
+            total_bytes,
             bytes_read: g(&stats.bytes_read),
             blobs_added: g(&stats.blobs_added),
             bytes_added: g(&stats.bytes_added),
             duration_ms: start.elapsed().as_millis() as u64,
             errors: warnings.len() as u64,
+            change_detection: match filtered {
+                true => ChangeDetection::BtrfsGeneration,
+                false => ChangeDetection::MetadataScan,
+            },
         },
         partial: !warnings.is_empty(),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -538,11 +568,34 @@ impl Ctx<'_> {
         }
     }
 
+    /// The change filter, when it covers `read`.
+    fn filter(&self, read: &Path) -> Option<&ChangeFilter> {
+        self.opts.change_filter.as_deref().filter(|f| f.applies_to(read))
+    }
+
+    /// Count a parent node as replaced (change-filtered walks only); with `deep`, also
+    /// everything below it (its subtree was not walked as a parent tree).
+    fn count_removed(&self, p: &Node, deep: bool) {
+        match p.kind {
+            NodeKind::File => {
+                self.stats.removed_files.fetch_add(1, Relaxed);
+                self.stats.removed_bytes.fetch_add(p.size, Relaxed);
+            }
+            NodeKind::Dir => {
+                self.stats.removed_dirs.fetch_add(1, Relaxed);
+                if let Some(t) = deep.then(|| self.parent_subtree(Some(p))).flatten() {
+                    t.nodes.iter().for_each(|n| self.count_removed(n, true));
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn archive_dir(&self, read: &Path, rec: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<BlobId> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(read) {
+        let mut entries: Vec<(Vec<u8>, PathBuf, u64)> = match std::fs::read_dir(read) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path())),
+                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path(), e.ino())),
                     Err(err) => {
                         self.warn(format!("{}: {err}", read.display()));
                         None
@@ -555,13 +608,25 @@ impl Ctx<'_> {
             }
         };
         entries.sort();
+        let filter = self.filter(read);
         let nodes = entries
             .par_iter()
-            .map(|(name, path)| {
+            .map(|(name, path, ino)| {
+                let pnode = parent.and_then(|p| p.find(name));
+                if let Some(p) = filter.and_then(|f| f.reusable(path, *ino, pnode, self.index)) {
+                    return Ok(Some(p.clone()));
+                }
                 let rec = rec.join(std::ffi::OsStr::from_bytes(name));
-                self.archive_entry(path, &rec, name, parent.and_then(|p| p.find(name)), root_dev)
+                self.archive_entry(path, &rec, name, pnode, root_dev)
             })
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(_), Some(p)) = (filter, parent) {
+            // Names gone since the parent: deleted or renamed away.
+            p.nodes
+                .iter()
+                .filter(|n| entries.binary_search_by(|e| e.0.cmp(&n.name)).is_err())
+                .for_each(|n| self.count_removed(n, true));
+        }
         self.save_tree(nodes.into_iter().flatten().collect())
     }
 
@@ -573,6 +638,24 @@ impl Ctx<'_> {
         name: &[u8],
         pnode: Option<&Node>,
         root_dev: u64,
+    ) -> Result<Option<Node>> {
+        let mut descended = false;
+        let r = self.archive_entry_inner(read, rec, name, pnode, root_dev, &mut descended);
+        if let Some(p) = pnode.filter(|_| self.filter(read).is_some()) {
+            self.count_removed(p, !descended);
+        }
+        r
+    }
+
+    /// `descended` is set when a directory's parent subtree was walked as its parent tree.
+    fn archive_entry_inner(
+        &self,
+        read: &Path,
+        rec: &Path,
+        name: &[u8],
+        pnode: Option<&Node>,
+        root_dev: u64,
+        descended: &mut bool,
     ) -> Result<Option<Node>> {
         self.check_abort()?;
         if self.excluded(rec, name) {
@@ -606,14 +689,15 @@ impl Ctx<'_> {
                 self.progress.files_done.fetch_add(1, Relaxed);
             }
             NodeKind::Dir => {
-                self.stats.dirs.fetch_add(1, Relaxed);
                 if self.opts.exclude_caches && is_cache_dir(read) {
                     return Ok(None);
                 }
+                self.stats.dirs.fetch_add(1, Relaxed);
                 if self.opts.one_file_system && md.dev() != root_dev {
                     node.subtree = Some(self.save_tree(Vec::new())?);
                 } else {
                     let ptree = self.parent_subtree(pnode);
+                    *descended = ptree.is_some();
                     node.subtree = Some(self.archive_dir(read, rec, ptree.as_ref(), root_dev)?);
                 }
             }

@@ -5,6 +5,7 @@
 //! checked) before it is used.
 
 pub mod archiver;
+pub mod change_filter;
 pub mod check;
 pub mod config;
 pub mod crypto;

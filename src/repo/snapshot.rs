@@ -11,6 +11,21 @@ pub struct BtrfsOrigin {
     pub generation: u64,
     /// Path of the local read-only snapshot the backup read.
     pub snapshot_path: String,
+    /// BLAKE3 of the walk options that shape the tree (excludes, exclude-caches,
+    /// one-file-system, recorded device): change detection reuses a parent's tree only when
+    /// they are the same.
+    pub options_digest: [u8; 32],
+}
+
+/// How a backup decided which files to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeDetection {
+    /// Every entry was stat-ed and compared with the parent (size, mtime, ctime, inode).
+    #[default]
+    MetadataScan,
+    /// Only entries Btrfs reported as changed since the parent's snapshot were looked at.
+    BtrfsGeneration,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +42,7 @@ pub struct Summary {
     pub bytes_added: u64,
     pub duration_ms: u64,
     pub errors: u64,
+    pub change_detection: ChangeDetection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

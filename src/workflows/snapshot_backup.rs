@@ -1,6 +1,13 @@
 //! `snapshot-backup`: take a read-only Btrfs snapshot of a subvolume, back up its contents
 //! recorded under the subvolume's own path, then apply local snapshot retention.
 //!
+//! Change detection: when the parent repository snapshot was made by snapshot-backup from a
+//! local snapshot of the same subvolume that still exists unchanged (read-only, same creation
+//! generation), with the same walk options, the filesystem tells which inodes changed between
+//! that snapshot and the new one (tree search over newer items) and the archiver looks only
+//! at their paths and their ancestors; otherwise it compares the metadata of every entry,
+//! and the result says why.
+//!
 //! Invariants: the snapshot that the newest repository snapshot of a subvolume was made from
 //! is never deleted by retention (it is the next run's change-detection base); a snapshot
 //! made for a backup that failed is deleted again, so failures do not pile up snapshots.
@@ -8,6 +15,7 @@
 use crate::btrfs;
 use crate::error::{Error, Result};
 use crate::repo::archiver::{self, BackupOptions, BackupResult, Progress, Source};
+use crate::repo::change_filter::ChangeFilter;
 use crate::repo::index::Index;
 use crate::repo::retention::{keep, KeepRules};
 use crate::repo::snapshot::BtrfsOrigin;
@@ -16,6 +24,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const DEFAULT_SNAPSHOT_DIR: &str = ".pbak-snapshots";
 const TIME_FORMAT: &str = "%Y-%m-%dT%H%M%SZ";
@@ -81,10 +90,14 @@ pub struct SnapshotBackupOptions {
     /// Template for everything but sources and Btrfs origin.
     pub backup: BackupOptions,
     pub keep: KeepRules,
+    /// Compare every entry's metadata even when filesystem change detection could be used.
+    pub full_scan: bool,
 }
 
 pub struct SnapshotBackupResult {
     pub backup: BackupResult,
+    /// Why filesystem change detection was not used (not set with `full_scan`).
+    pub fallback: Option<String>,
     pub local_snapshot: PathBuf,
     pub pruned: Vec<PathBuf>,
 }
@@ -131,7 +144,18 @@ pub fn run(
         subvol_uuid: info.uuid,
         generation: snap_info.otransid,
         snapshot_path: snap.to_string_lossy().into_owned(),
+        options_digest: options_digest(&b),
     });
+    let mut fallback = None;
+    if !opts.full_scan {
+        match change_filter(repo, &b, &subvol, &snap) {
+            Ok((parent, filter)) => {
+                b.parent = Some(parent);
+                b.change_filter = Some(Arc::new(filter));
+            }
+            Err(why) => fallback = Some(why),
+        }
+    }
     let backup = match archiver::backup(repo, index, &b, progress) {
         Ok(r) => r,
         Err(e) => {
@@ -152,6 +176,7 @@ pub fn run(
     }
     Ok(SnapshotBackupResult {
         backup,
+        fallback,
         local_snapshot: snap,
         pruned,
     })
@@ -165,4 +190,69 @@ pub fn protected_snapshot(repo: &Repository, subvol: &Path) -> Result<Option<Pat
             .filter(|b| b.subvol_uuid == uuid)
             .map(|b| PathBuf::from(b.snapshot_path))
     }))
+}
+
+/// Digest of the options that shape a snapshot's tree besides the files themselves.
+fn options_digest(b: &BackupOptions) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    let mut ex: Vec<&String> = b.excludes.iter().collect();
+    ex.sort();
+    for e in ex {
+        h.update(&(e.len() as u64).to_le_bytes()).update(e.as_bytes());
+    }
+    h.update(&[u8::from(b.exclude_caches), u8::from(b.one_file_system)]);
+    h.update(&b.device_override.unwrap_or(0).to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The parent repository snapshot and the change filter from its local snapshot to `snap`,
+/// or one line saying why change detection cannot be used this time.
+fn change_filter(
+    repo: &Repository,
+    b: &BackupOptions,
+    subvol: &Path,
+    snap: &Path,
+) -> std::result::Result<(crate::ids::SnapshotId, ChangeFilter), String> {
+    let path = archiver::clean_abs(subvol)
+        .map_err(|e| e.to_string())?
+        .to_string_lossy()
+        .into_owned();
+    let (id, parent) = archiver::find_parent(repo, &b.host, &[path])
+        .map_err(|e| format!("cannot look for a parent snapshot: {e}"))?
+        .ok_or("no earlier snapshot of this subvolume in the repository")?;
+    let short = id.short();
+    let origin = parent
+        .btrfs
+        .as_ref()
+        .ok_or_else(|| format!("parent snapshot {short} was not made by snapshot-backup"))?;
+    let mine = b.btrfs.as_ref().expect("origin set before change detection");
+    if parent.partial {
+        return Err(format!(
+            "parent snapshot {short} is partial (some files could not be read)"
+        ));
+    }
+    if origin.subvol_uuid != mine.subvol_uuid {
+        return Err(format!(
+            "parent snapshot {short} is of another subvolume (uuid {})",
+            btrfs::uuid_string(&origin.subvol_uuid)
+        ));
+    }
+    if origin.options_digest != mine.options_digest {
+        return Err(format!(
+            "exclude options or the subvolume's device number differ from parent snapshot {short}'s"
+        ));
+    }
+    let base = Path::new(&origin.snapshot_path);
+    let gone = |e: btrfs::BtrfsError| format!("the local snapshot of parent {short} is gone ({e})");
+    let info = btrfs::subvolume_info(base).map_err(gone)?;
+    if !info.readonly || info.parent_uuid != mine.subvol_uuid || info.otransid != origin.generation {
+        return Err(format!(
+            "{} is no longer the read-only snapshot parent {short} was made from",
+            base.display()
+        ));
+    }
+    let search = |e: btrfs::BtrfsError| format!("cannot ask Btrfs what changed: {e}");
+    let changed = btrfs::changed_inodes_since(snap, origin.generation + 1).map_err(search)?;
+    let paths = btrfs::inodes_paths(snap, changed.inodes.iter().copied()).map_err(search)?;
+    Ok((id, ChangeFilter::new(snap.to_path_buf(), changed.inodes, paths)))
 }
