@@ -126,6 +126,11 @@ impl Backend {
         }
     }
 
+    /// A repository on a local filesystem (writes are disk-bound, not latency-bound).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -208,7 +208,12 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         .map(|p| glob::Pattern::new(p).map_err(|e| Error::Usage(format!("bad --exclude pattern {p:?}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     let (tx, rx) = bounded::<SealedBlob>(BLOB_QUEUE);
-    let connections = opts.connections.max(1);
+    // A local disk gains nothing from more than two writers, and each holds a pack in memory.
+    let connections = if repo.backend().is_local() {
+        opts.connections.clamp(1, 2)
+    } else {
+        opts.connections.max(1)
+    };
     let (up_tx, up_rx) = bounded::<FinishedPack>(0);
     let abort = AtomicBool::new(false);
     let walk_done = AtomicBool::new(false);

@@ -3,7 +3,7 @@
 //! bytes hash to its name and every blob in it authenticates and matches its id.
 
 use super::index::Index;
-use super::pack::{decode_header, pack_path};
+use super::pack::{decode_sealed_header, header_len, pack_path};
 use super::tree::NodeKind;
 use super::Repository;
 use crate::error::{Error, Result};
@@ -95,19 +95,68 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
     Ok(rep)
 }
 
+/// Largest range of a pack read at once.
+const READ_WINDOW: u64 = 4 << 20;
+
+/// Read a whole pack in windows: its bytes must hash to its name, and every blob must open,
+/// match its id and be indexed. Memory stays at one window, whatever the pack size.
 fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
     let path = pack_path(id);
-    let bytes = repo.backend().get(&path)?;
-    if blake3::hash(&bytes).as_bytes() != &id.0 {
-        return Err(Error::corrupt(&path, "content does not match its name (hash mismatch)"));
+    let corrupt = |reason: String| Error::corrupt(&path, reason);
+    let size = repo.backend().size(&path)?;
+    if size < 4 {
+        return Err(corrupt("shorter than its length field".into()));
     }
-    let header = decode_header(repo.key(), &bytes).map_err(|e| Error::corrupt(&path, e))?;
-    for e in header {
-        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-        repo.open_blob(&path, &e.id, e.compressed, e.raw_length, sealed)?;
-        if index.get(&e.id).is_none() {
-            return Err(Error::corrupt(&path, format!("blob {} is not indexed", e.id.short())));
+    // The tail usually holds the whole header; fetch more if it does not.
+    let mut tail_start = size.saturating_sub(256 << 10);
+    let mut tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
+    let hlen = header_len(&tail[tail.len() - 4..]).map_err(corrupt)? as u64;
+    if hlen + 4 > size {
+        return Err(corrupt(format!("header length {hlen} exceeds pack size")));
+    }
+    let area = size - 4 - hlen;
+    if area < tail_start {
+        tail_start = area;
+        tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
+    }
+    let header = &tail[(area - tail_start) as usize..tail.len() - 4];
+    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(corrupt)?;
+    entries.sort_by_key(|e| e.offset);
+    let mut hasher = blake3::Hasher::new();
+    let (mut pos, mut i) = (0u64, 0);
+    while pos < area {
+        // One window: whole blobs up to READ_WINDOW (at least one), or the rest of the area.
+        let mut end = pos;
+        let mut j = i;
+        while j < entries.len() {
+            let e_end = entries[j].offset as u64 + entries[j].length as u64;
+            if j > i && e_end - pos > READ_WINDOW {
+                break;
+            }
+            end = end.max(e_end);
+            j += 1;
         }
+        if j == entries.len() {
+            end = area;
+        }
+        let buf = repo.backend().get_range(&path, pos, end - pos)?;
+        if buf.len() as u64 != end - pos {
+            return Err(corrupt("shorter than its header says".into()));
+        }
+        hasher.update(&buf);
+        for e in &entries[i..j] {
+            let s = (e.offset as u64 - pos) as usize;
+            repo.open_blob(&path, &e.id, e.compressed, e.raw_length, &buf[s..s + e.length as usize])?;
+            if index.get(&e.id).is_none() {
+                return Err(corrupt(format!("blob {} is not indexed", e.id.short())));
+            }
+        }
+        pos = end;
+        i = j;
+    }
+    hasher.update(&tail[(area - tail_start) as usize..]);
+    if hasher.finalize().as_bytes() != &id.0 {
+        return Err(corrupt("content does not match its name (hash mismatch)".into()));
     }
     Ok(())
 }

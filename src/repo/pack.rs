@@ -110,15 +110,27 @@ pub fn decode_header(key: &MasterKey, pack: &[u8]) -> Result<Vec<BlobEntry>, Str
         return Err("shorter than its length field".into());
     }
     let (body, len) = pack.split_at(pack.len() - 4);
-    let hlen = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let hlen = header_len(len)?;
     if hlen > body.len() {
         return Err(format!("header length {hlen} exceeds pack size"));
     }
-    let (blobs_area, header) = body.split_at(body.len() - hlen);
+    decode_sealed_header(key, &body[body.len() - hlen..], body.len() - hlen)
+}
+
+/// The sealed header's length from a pack's last 4 bytes.
+pub fn header_len(last4: &[u8]) -> Result<usize, String> {
+    let b: [u8; 4] = last4
+        .try_into()
+        .map_err(|_| "length field is not 4 bytes".to_string())?;
+    Ok(u32::from_le_bytes(b) as usize)
+}
+
+/// Decode a sealed header and check that its blobs lie within the first `blobs_area` bytes.
+pub fn decode_sealed_header(key: &MasterKey, header: &[u8], blobs_area: usize) -> Result<Vec<BlobEntry>, String> {
     let plain = key.open(header).map_err(|e| format!("header: {e}"))?;
     let entries: Vec<BlobEntry> = postcard::from_bytes(&plain).map_err(|e| format!("header: {e}"))?;
     for e in &entries {
-        if e.offset as usize + e.length as usize > blobs_area.len() {
+        if e.offset as usize + e.length as usize > blobs_area {
             return Err(format!("blob {} lies outside the pack", e.id.short()));
         }
     }
