@@ -26,7 +26,9 @@ impl Pbak {
         c.arg("-r").arg(&self.repo).args(args);
         c.env_remove("PBAK_PASSWORD_FILE")
             .env_remove("PBAK_PASSWORD_COMMAND")
-            .env("PBAK_PASSWORD", &self.password);
+            .env("PBAK_PASSWORD", &self.password)
+            // Keep the tests' metadata caches out of the user's ~/.cache.
+            .env("PBAK_CACHE_DIR", std::env::temp_dir().join("pbak-tests-cache"));
         c
     }
 
