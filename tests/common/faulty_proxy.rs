@@ -7,7 +7,10 @@
 //!   bytes;
 //! - `stall`: swallow the request and never answer (the client must time out).
 //!
-//! `first` limits faults to the first N requests (0: no limit).
+//! `first` limits faults to the first N requests (0: no limit). `peak` is the most forwarded
+//! requests waiting for their response at once (from the request's head to the response's
+//! first byte: inside the client's own request, so it never overstates the client's
+//! concurrency).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -28,6 +31,7 @@ pub struct FaultyProxy {
     pub addr: String,
     pub faults: Arc<AtomicU64>,
     pub stalls: Arc<AtomicU64>,
+    pub peak: Arc<AtomicU64>,
     /// When each request arrived and whether it was answered with an error.
     pub log: Arc<Mutex<Vec<(Instant, bool)>>>,
 }
@@ -96,11 +100,14 @@ impl FaultyProxy {
         let log = Arc::new(Mutex::new(Vec::new()));
         let seed = Arc::new(AtomicU64::new(12345));
         let seen = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
+        let waiting = Arc::new(AtomicU64::new(0));
         let up = upstream.to_string();
-        let (faults2, stalls2, log2) = (faults.clone(), stalls.clone(), log.clone());
+        let (faults2, stalls2, log2, peak2) = (faults.clone(), stalls.clone(), log.clone(), peak.clone());
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 let (up, f, seed, seen) = (up.clone(), f.clone(), seed.clone(), seen.clone());
+                let (waiting, peak) = (waiting.clone(), peak2.clone());
                 let (faults, stalls, log) = (faults2.clone(), stalls2.clone(), log2.clone());
                 std::thread::spawn(move || {
                     let mut c = c;
@@ -133,8 +140,8 @@ impl FaultyProxy {
                             let mut sink = [0u8; 65536];
                             while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
                         }
-                        Fate::Forward => forward(c, &up, &head, &rest, None),
-                        Fate::Cut(after) => forward(c, &up, &head, &rest, Some(after)),
+                        Fate::Forward => forward(c, &up, &head, &rest, None, (waiting, peak)),
+                        Fate::Cut(after) => forward(c, &up, &head, &rest, Some(after), (waiting, peak)),
                     }
                 });
             }
@@ -143,6 +150,7 @@ impl FaultyProxy {
             addr,
             faults,
             stalls,
+            peak,
             log,
         }
     }
@@ -161,25 +169,37 @@ fn answer_error(mut c: TcpStream, code: u16, retry_after: Option<u32>) {
     let _ = c.shutdown(Shutdown::Both);
 }
 
-fn forward(c: TcpStream, upstream: &str, head: &[u8], rest: &[u8], cut_after: Option<u64>) {
+/// (requests now waiting for their response, the most ever)
+type Waiting = (Arc<AtomicU64>, Arc<AtomicU64>);
+
+fn forward(c: TcpStream, upstream: &str, head: &[u8], rest: &[u8], cut_after: Option<u64>, w: Waiting) {
+    let now = w.0.fetch_add(1, Ordering::SeqCst) + 1;
+    w.1.fetch_max(now, Ordering::SeqCst);
     let Ok(mut s) = TcpStream::connect(upstream) else {
+        w.0.fetch_sub(1, Ordering::SeqCst);
         return;
     };
     if s.write_all(&with_connection_close(head)).is_err() || s.write_all(rest).is_err() {
+        w.0.fetch_sub(1, Ordering::SeqCst);
         return;
     }
     let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
     // Responses to small requests are cut early too, so reads see cuts as well as uploads.
-    let t = std::thread::spawn(move || pipe(s2, c2, cut_after.map(|a| a / 64)));
-    pipe(c, s, cut_after);
+    let t = std::thread::spawn(move || pipe(s2, c2, cut_after.map(|a| a / 64), Some(w.0)));
+    pipe(c, s, cut_after, None);
     let _ = t.join();
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, cut_after: Option<u64>) {
+/// Copy `from` to `to`; `waiting` is decremented when the first bytes (or the end) arrive.
+fn pipe(mut from: TcpStream, mut to: TcpStream, cut_after: Option<u64>, mut waiting: Option<Arc<AtomicU64>>) {
     let mut buf = [0u8; 65536];
     let mut sent = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
+        let r = from.read(&mut buf);
+        if let Some(w) = waiting.take() {
+            w.fetch_sub(1, Ordering::SeqCst);
+        }
+        let n = match r {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

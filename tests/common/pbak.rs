@@ -53,6 +53,20 @@ impl Pbak {
         self.ok(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
     }
 
+    /// `init` with packs of `mib` MiB (more, smaller packs).
+    pub fn init_pack_mib(&self, mib: u32) {
+        let mib = mib.to_string();
+        self.ok(&[
+            "init",
+            "--kdf-memory-mib",
+            "1",
+            "--kdf-iterations",
+            "1",
+            "--pack-size-mib",
+            &mib,
+        ]);
+    }
+
     pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["backup", "--json"];
         a.extend_from_slice(args);
