@@ -65,13 +65,14 @@ fn s3_init_backup_incremental_restore_check() {
     full_cycle(&p, dir.path());
 }
 
-#[test]
-fn s3_with_ten_percent_faults_completes_and_restores() {
-    let Some((endpoint, bucket)) = server("s3_faults") else {
+/// Back up `files` files of `mib` MiB through a proxy failing 10% of requests (4% answered
+/// 503/429, 4% cut mid-transfer, 2% never answered, abandoned after 3 s), restore them
+/// identically (compared by `diff -r`) and pass `check --read-data`.
+fn faulty_round_trip(test: &str, files: u64, mib: usize) {
+    let Some((endpoint, bucket)) = server(test) else {
         return;
     };
     let upstream = endpoint.trim_start_matches("http://").to_string();
-    // 10% of requests: 4% answered 503/429, 4% cut mid-transfer, 2% never answered.
     let proxy = FaultyProxy::start_with(
         &upstream,
         Faults {
@@ -84,23 +85,18 @@ fn s3_with_ten_percent_faults_completes_and_restores() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    for i in 0..4 {
-        fs::write(src.join(format!("f{i}")), prng(100 + i, 24 << 20)).unwrap();
+    for i in 0..files {
+        fs::write(src.join(format!("f{i}")), prng(100 + i, mib << 20)).unwrap();
     }
     let p = Pbak::new(format!("s3:http://{}/{bucket}/{}", proxy.addr, unique("faults")).into());
     p.init();
-    p.ok(&["--timeout", "3", "backup", src.to_str().unwrap()]);
+    let t = Instant::now();
+    p.ok(&["--timeout", "3", "backup", "-q", src.to_str().unwrap()]);
+    let backup = t.elapsed();
     let target = dir.path().join("restore");
-    p.ok(&[
-        "--timeout",
-        "3",
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
-    let d = std::process::Command::new("diff")
+    let restore = &["restore", "latest", "--target", target.to_str().unwrap(), "--verify"];
+    p.ok(&[&["--timeout", "3"], &restore[..]].concat());
+    let d = Command::new("diff")
         .arg("-r")
         .arg(&src)
         .arg(target.join(src.strip_prefix("/").unwrap()))
@@ -108,7 +104,30 @@ fn s3_with_ten_percent_faults_completes_and_restores() {
         .unwrap();
     assert!(d.success());
     p.ok(&["--timeout", "3", "check", "--read-data"]);
-    assert!(proxy.faults.load(Ordering::Relaxed) > 0, "no fault was injected");
+    let (faults, stalls) = (
+        proxy.faults.load(Ordering::Relaxed),
+        proxy.stalls.load(Ordering::Relaxed),
+    );
+    let requests = proxy.log.lock().unwrap().len();
+    eprintln!(
+        "{test}: {} MiB, backup {backup:?}, all steps {:?}; {faults} of {requests} requests faulted ({stalls} stalls)",
+        files as usize * mib,
+        t.elapsed()
+    );
+    assert!(faults > 0, "no fault was injected");
+    // (A short run may roll no stall; a long one must have met some.)
+    assert!(requests < 200 || stalls > 0, "no stall in {requests} requests");
+}
+
+#[test]
+fn s3_with_ten_percent_faults_completes_and_restores() {
+    faulty_round_trip("s3_faults", 4, 24);
+}
+
+/// The issue's 1 GiB run (about 45 s against moto on the 2-core machine).
+#[test]
+fn s3_one_gib_with_ten_percent_faults() {
+    faulty_round_trip("s3_one_gib_faults", 64, 16);
 }
 
 /// Run with `--ops`; returns stdout and the backend counts.
