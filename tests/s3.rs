@@ -166,6 +166,7 @@ fn cache_cuts_remote_reads_of_snapshots_ls_and_incremental_backups() {
         let (out1, cold) = run_ops(with_cache(p.cmd(&args), &cache));
         let (out2, warm) = run_ops(with_cache(p.cmd(&args), &cache));
         assert_eq!(out1, out2);
+        eprintln!("{args:?}: class B cold {}, warm {}", b(&cold), b(&warm));
         assert_eq!(b(&warm), 2, "{args:?}: warm {warm}, cold {cold}");
         assert!(b(&cold) >= 2 + 3, "{args:?}: cold {cold}");
     }
@@ -182,6 +183,11 @@ fn cache_cuts_remote_reads_of_snapshots_ls_and_incremental_backups() {
     backup(Some(&cache), 0);
     let cached = backup(Some(&cache), 1);
     let uncached = backup(None, 2);
+    eprintln!(
+        "incremental backup: class B cached {}, uncached {}",
+        b(&cached),
+        b(&uncached)
+    );
     assert!(b(&cached) <= 3, "cached incremental backup: {cached}");
     assert!(b(&uncached) > b(&cached) + 10, "uncached {uncached} vs cached {cached}");
 }
