@@ -20,6 +20,7 @@ URL="http://$HOST:$PORT"
 RUN_DIR="/tmp/pbak-s3-$PORT"
 PIDFILE="$RUN_DIR/server.pid"
 CREDS="$RUN_DIR/creds"          # "ACCESS_KEY SECRET_KEY"
+CREDS_RO="$RUN_DIR/creds-ro"    # a read-only key (auth on only), for the permission-error test
 LOG="/tmp/pbak-s3-server-$PORT.log"
 
 VENV=/opt/pbak-moto
@@ -59,14 +60,19 @@ export AWS_REGION=us-east-1
 export PBAK_TEST_S3_ENDPOINT=$URL
 export PBAK_TEST_S3_BUCKET=$BUCKET
 EOF
+  if [[ -s "$CREDS_RO" ]]; then
+    read -r ak sk <"$CREDS_RO"
+    echo "export PBAK_TEST_S3_RO_ACCESS_KEY_ID=$ak"
+    echo "export PBAK_TEST_S3_RO_SECRET_ACCESS_KEY=$sk"
+  fi
 }
 
 # Fresh server: (auth on) create IAM user + key with s3:* while auth is still off,
 # create the bucket, then switch SigV4 checking on for every later request.
 setup_fresh() {
-  "$VENV/bin/python" - "$URL" "$BUCKET" "$AUTH" "$CREDS" <<'PY' >&2
+  "$VENV/bin/python" - "$URL" "$BUCKET" "$AUTH" "$CREDS" "$CREDS_RO" <<'PY' >&2
 import json, sys, boto3
-url, bucket, auth, creds = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+url, bucket, auth, creds, creds_ro = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
 kw = dict(endpoint_url=url, region_name="us-east-1",
           aws_access_key_id="testing", aws_secret_access_key="testing")
 ak, sk = "testing", "testing"
@@ -78,6 +84,15 @@ if auth:
          "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
     k = iam.create_access_key(UserName="pbak")["AccessKey"]
     ak, sk = k["AccessKeyId"], k["SecretAccessKey"]
+    # A key that may read and list but not write or delete, as a B2 read-only application key.
+    iam.create_user(UserName="pbak-ro")
+    iam.put_user_policy(UserName="pbak-ro", PolicyName="s3-read", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket",
+                                                      "s3:GetBucketLocation"], "Resource": "*"}]}))
+    r = iam.create_access_key(UserName="pbak-ro")["AccessKey"]
+    with open(creds_ro, "w") as f:
+        f.write(f"{r['AccessKeyId']} {r['SecretAccessKey']}\n")
 boto3.client("s3", **kw).create_bucket(Bucket=bucket)
 with open(creds, "w") as f:
     f.write(f"{ak} {sk}\n")
@@ -112,7 +127,7 @@ start() {
     if running; then stop; fi
     if curl -s -o /dev/null -m 2 "$URL/"; then log "port $PORT is taken by another process"; return 1; fi
     install_moto
-    rm -f "$CREDS"
+    rm -f "$CREDS" "$CREDS_RO"
     setsid nohup "$VENV/bin/moto_server" -H "$HOST" -p "$PORT" >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     local deadline=$((SECONDS + 30))
@@ -138,7 +153,7 @@ stop() {
     fi
     log "stopped pid $pid"
   fi
-  rm -f "$PIDFILE" "$CREDS"
+  rm -f "$PIDFILE" "$CREDS" "$CREDS_RO"
 }
 
 case "${1:-}" in

@@ -15,15 +15,7 @@ fn killed_backup_resumes_without_reuploading_indexed_packs() {
         fs::write(src.join(format!("f{i:02}")), prng(1000 + i, 4 << 20)).unwrap();
     }
     let p = Pbak::new(dir.path().join("repo"));
-    p.ok(&[
-        "init",
-        "--kdf-memory-mib",
-        "1",
-        "--kdf-iterations",
-        "1",
-        "--pack-size-mib",
-        "4",
-    ]);
+    p.init_pack_mib(4);
     let mut child = p
         .cmd(&["backup", src.to_str().unwrap()])
         .env("PBAK_THREADS", "1")

@@ -2,7 +2,8 @@
 //! `s3:https://ENDPOINT/BUCKET[/PREFIX]`, `b2:BUCKET[/PREFIX]`.
 
 use super::BackendError;
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{HttpClientLayer, RetryLayer, TimeoutLayer};
+use opendal::raw::HttpClient;
 use opendal::Operator;
 use std::fmt;
 use std::time::Duration;
@@ -86,7 +87,7 @@ impl Location {
         }
     }
 
-    pub(super) fn operator(&self) -> Result<Operator, BackendError> {
+    pub(super) fn operator(&self, timeout: Duration) -> Result<Operator, BackendError> {
         let fail = |e: opendal::Error| BackendError::BadLocation(self.to_string(), e.to_string());
         match self {
             Location::Local(path) => {
@@ -116,7 +117,7 @@ impl Location {
                     (Ok(k), Ok(s)) => b.access_key_id(&k).secret_access_key(&s),
                     _ => b,
                 };
-                Ok(remote_layers(Operator::new(b).map_err(fail)?.finish()))
+                Ok(remote_layers(Operator::new(b).map_err(fail)?.finish(), timeout))
             }
             Location::B2 { bucket, prefix } => {
                 let id = std::env::var("B2_ACCOUNT_ID").unwrap_or_default();
@@ -128,27 +129,26 @@ impl Location {
                     .application_key_id(&id)
                     .application_key(&key)
                     .root(&format!("/{prefix}"));
-                Ok(remote_layers(Operator::new(b).map_err(fail)?.finish()))
+                Ok(remote_layers(Operator::new(b).map_err(fail)?.finish(), timeout))
             }
         }
     }
 }
 
-/// Retries with exponential backoff and jitter on errors OpenDAL marks temporary; permanent
-/// errors (credentials, missing bucket) fail at once.
-fn remote_layers(op: Operator) -> Operator {
-    op.layer(
-        TimeoutLayer::new()
-            .with_timeout(Duration::from_secs(60))
-            .with_io_timeout(Duration::from_secs(30)),
-    )
-    .layer(
-        RetryLayer::new()
-            .with_jitter()
-            .with_max_times(5)
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5)),
-    )
+/// Retries with exponential backoff and jitter on errors OpenDAL marks temporary (5xx, 429,
+/// timeouts, cut connections); permanent errors (credentials, missing bucket) fail at once.
+/// The timeout bounds each attempt: a whole request, so a pack's PUT must fit in it.
+fn remote_layers(op: Operator, timeout: Duration) -> Operator {
+    let client = HttpClient::with(super::http::RetryAfterClient(reqwest::Client::new()));
+    op.layer(HttpClientLayer::new(client))
+        .layer(TimeoutLayer::new().with_timeout(timeout).with_io_timeout(timeout))
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(5)
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5)),
+        )
 }
 
 #[cfg(test)]

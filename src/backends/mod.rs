@@ -7,23 +7,29 @@
 //!   existing name again with the same bytes is harmless.
 //! - Read-after-write: an object is readable as soon as `put` returned.
 //!
-//! Retry, timeouts and concurrency limits are OpenDAL layers added here, not `if`s in callers.
+//! Retry and timeouts are OpenDAL layers (`location.rs`), Retry-After is honoured in the HTTP
+//! client hook (`http.rs`); the connection bound and bandwidth limits are applied here around
+//! every operation (`limits.rs`): none of them are `if`s in callers.
 
+mod http;
+mod limits;
 mod location;
 
 pub use location::Location;
 
+use limits::{Gate, Throttle};
 use opendal::{ErrorKind, Operator};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("object {path} not found in repository {repo}")]
     NotFound { repo: String, path: String },
-    #[error("{op} {path} in {repo} failed: {source}{hint}")]
+    #[error("{op} {path} in {repo} failed{hint}: {source}")]
     Op {
         op: &'static str,
         repo: String,
@@ -57,6 +63,38 @@ pub struct Backend {
     name: String,
     counts: Arc<Counters>,
     local_root: Option<String>,
+    /// Remote only: at most `connections` operations in flight.
+    gate: Option<Arc<Gate>>,
+    up: Option<Arc<Throttle>>,
+    down: Option<Arc<Throttle>>,
+}
+
+/// How a backend treats the network. Limits apply to every kind of location.
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    /// Operations in flight at once against a remote store (uploads, downloads, listings).
+    pub connections: usize,
+    /// Upload limit in bytes per second.
+    pub limit_upload: Option<u64>,
+    /// Download limit in bytes per second.
+    pub limit_download: Option<u64>,
+    /// A remote request (a whole pack upload included) taking longer is abandoned and retried.
+    pub timeout: Duration,
+}
+
+/// Backblaze recommends several parallel connections per host; more only adds memory here.
+pub const DEFAULT_CONNECTIONS: usize = 5;
+pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            connections: DEFAULT_CONNECTIONS,
+            limit_upload: None,
+            limit_download: None,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// Operations by Backblaze B2 transaction class, and bytes moved (what B2 bills).
@@ -80,8 +118,12 @@ struct Counters {
     down: AtomicU64,
 }
 
-fn hint_for(kind: ErrorKind) -> &'static str {
+fn hint_for(op: &str, kind: ErrorKind) -> &'static str {
     match kind {
+        ErrorKind::PermissionDenied if op == "write" || op == "delete" => {
+            " (permission denied: the access key (AWS_ACCESS_KEY_ID or B2_ACCOUNT_ID) may be read-only; \
+             use a key allowed to write and delete)"
+        }
         ErrorKind::PermissionDenied => " (permission denied: check credentials and file permissions)",
         ErrorKind::RateLimited => " (rate limited: retry later or lower --connections)",
         ErrorKind::ConfigInvalid => " (check the repository URL and credentials)",
@@ -93,6 +135,10 @@ impl Backend {
     /// Open the storage at `loc` (no repository checks: that is `repo`'s job).
     /// `create`: a missing local directory is created (for `init`); otherwise it is an error.
     pub fn open(loc: &Location, create: bool) -> BResult<Backend> {
+        Backend::open_with(loc, create, &BackendOptions::default())
+    }
+
+    pub fn open_with(loc: &Location, create: bool, opts: &BackendOptions) -> BResult<Backend> {
         if let Some(p) = loc.local_path() {
             if !create && !std::path::Path::new(p).is_dir() {
                 return Err(BackendError::Missing(p.to_string()));
@@ -104,13 +150,17 @@ impl Backend {
             .enable_all()
             .build()
             .map_err(|e| BackendError::BadLocation(loc.to_string(), e.to_string()))?;
-        let op = loc.operator()?;
+        let op = loc.operator(opts.timeout)?;
+        let remote = loc.local_path().is_none();
         Ok(Backend {
             op,
             rt: Arc::new(rt),
             name: loc.to_string(),
             counts: Arc::default(),
             local_root: loc.local_path().map(String::from),
+            gate: remote.then(|| Arc::new(Gate::new(opts.connections))),
+            up: opts.limit_upload.map(|b| Arc::new(Throttle::new(b))),
+            down: opts.limit_download.map(|b| Arc::new(Throttle::new(b))),
         })
     }
 
@@ -146,7 +196,7 @@ impl Backend {
             op,
             repo: self.name.clone(),
             path: path.to_string(),
-            hint: hint_for(e.kind()),
+            hint: hint_for(op, e.kind()),
             source: Box::new(e),
         }
     }
@@ -155,16 +205,17 @@ impl Backend {
     pub fn put(&self, path: &str, data: Vec<u8>) -> BResult<()> {
         self.counts.a.fetch_add(1, Relaxed);
         self.counts.up.fetch_add(data.len() as u64, Relaxed);
-        self.rt
-            .block_on(self.op.write(path, data))
+        if let Some(t) = &self.up {
+            t.take(data.len() as u64);
+        }
+        self.block_on(self.op.write(path, data))
             .map(|_| ())
             .map_err(|e| self.err("write", path, e))
     }
 
     pub fn get(&self, path: &str) -> BResult<Vec<u8>> {
         self.counts.b.fetch_add(1, Relaxed);
-        self.rt
-            .block_on(self.op.read(path))
+        self.block_on(self.op.read(path))
             .map(|b| self.downloaded(b.to_vec()))
             .map_err(|e| self.err("read", path, e))
     }
@@ -172,36 +223,42 @@ impl Backend {
     /// Read `len` bytes at `offset`.
     pub fn get_range(&self, path: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
         self.counts.b.fetch_add(1, Relaxed);
-        self.rt
-            .block_on(self.op.read_with(path).range(offset..offset + len).into_future())
+        self.block_on(self.op.read_with(path).range(offset..offset + len).into_future())
             .map(|b| self.downloaded(b.to_vec()))
             .map_err(|e| self.err("read", path, e))
     }
 
+    /// Downloads are limited after the fact: the length is known only once the data is here.
     fn downloaded(&self, v: Vec<u8>) -> Vec<u8> {
         self.counts.down.fetch_add(v.len() as u64, Relaxed);
+        if let Some(t) = &self.down {
+            t.take(v.len() as u64);
+        }
         v
+    }
+
+    /// Run one operation, holding a connection slot (remote only) while it is in flight.
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        let _slot = self.gate.as_ref().map(|g| g.enter());
+        self.rt.block_on(f)
     }
 
     pub fn size(&self, path: &str) -> BResult<u64> {
         self.counts.b.fetch_add(1, Relaxed);
-        self.rt
-            .block_on(self.op.stat(path))
+        self.block_on(self.op.stat(path))
             .map(|m| m.content_length())
             .map_err(|e| self.err("stat", path, e))
     }
 
     pub fn exists(&self, path: &str) -> BResult<bool> {
         self.counts.b.fetch_add(1, Relaxed);
-        self.rt
-            .block_on(self.op.exists(path))
+        self.block_on(self.op.exists(path))
             .map_err(|e| self.err("stat", path, e))
     }
 
     pub fn delete(&self, path: &str) -> BResult<()> {
         self.counts.a.fetch_add(1, Relaxed);
-        self.rt
-            .block_on(self.op.delete(path))
+        self.block_on(self.op.delete(path))
             .map_err(|e| self.err("delete", path, e))
     }
 
@@ -220,10 +277,7 @@ impl Backend {
     /// A missing directory lists as empty.
     pub fn list(&self, dir: &str) -> BResult<Vec<String>> {
         let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let entries = match self
-            .rt
-            .block_on(self.op.list_with(&prefix).recursive(true).into_future())
-        {
+        let entries = match self.block_on(self.op.list_with(&prefix).recursive(true).into_future()) {
             Ok(v) => v,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.err("list", &prefix, e)),

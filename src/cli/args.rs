@@ -30,6 +30,29 @@ pub struct Cli {
     /// No progress bar
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Remote operations in flight at once (uploads, downloads, listings); also the number of
+    /// concurrent pack uploads
+    #[arg(long, env = "PBAK_CONNECTIONS", global = true, default_value_t = pbak::backends::DEFAULT_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+    /// Limit uploads to this many KiB/s (averaged over whole packs)
+    #[arg(long, env = "PBAK_LIMIT_UPLOAD", global = true, value_name = "KiB/s",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s
+    #[arg(long, env = "PBAK_LIMIT_DOWNLOAD", global = true, value_name = "KiB/s",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_download: Option<u64>,
+    /// Abandon and retry a remote request after this many seconds (a whole pack upload must fit)
+    #[arg(long, env = "PBAK_TIMEOUT", global = true, value_name = "SECS", default_value_t = pbak::backends::DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Do not use or create the local cache of index, snapshot and tree data
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print this run's backend operations (B2 classes A/B/C, bytes) as JSON on stderr
+    #[arg(long, global = true)]
+    pub ops: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -151,9 +174,6 @@ pub struct BackupCommon {
     /// Do everything but store anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Concurrent pack uploads
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
 }
 
 /// Retention rules, as restic's `forget`.

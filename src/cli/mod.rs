@@ -9,7 +9,7 @@ mod password;
 use anyhow::{Context, Result};
 use args::{Cli, Command, KeyCommand};
 use clap::Parser;
-use pbak::backends::{Backend, Location};
+use pbak::backends::{Backend, BackendOptions, Location};
 use pbak::repo::archiver::{self, BackupOptions, Progress, Source};
 use pbak::repo::keyfile::KdfParams;
 use pbak::repo::restorer::{self, RestoreOptions};
@@ -42,10 +42,31 @@ fn location(cli: &Cli) -> Result<Location> {
     Ok(Location::parse(r)?)
 }
 
+/// The backend this run opened, for `--ops`.
+static OPENED: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+
+fn open_backend(cli: &Cli, create: bool) -> Result<Backend> {
+    let kib = |v: Option<u64>| v.map(|k| k.saturating_mul(1024));
+    let opts = BackendOptions {
+        connections: cli.connections as usize,
+        limit_upload: kib(cli.limit_upload),
+        limit_download: kib(cli.limit_download),
+        timeout: std::time::Duration::from_secs(cli.timeout),
+    };
+    let b = Backend::open_with(&location(cli)?, create, &opts)?;
+    let _ = OPENED.set(b.clone());
+    Ok(b)
+}
+
 fn open_repo(cli: &Cli) -> Result<Repository> {
-    let backend = Backend::open(&location(cli)?, false)?;
+    open_repo_cached(cli, !cli.no_cache)
+}
+
+fn open_repo_cached(cli: &Cli, cache: bool) -> Result<Repository> {
+    let backend = open_backend(cli, false)?;
     let pw = password::get(cli, "repository password")?;
-    Ok(Repository::open(backend, &pw)?)
+    let repo = Repository::open(backend, &pw)?;
+    Ok(repo.with_cache(cache.then(pbak::repo::cache::default_root).flatten()))
 }
 
 fn kdf(mem_mib: Option<u32>, iterations: Option<u32>) -> KdfParams {
@@ -61,13 +82,23 @@ fn run(cli: &Cli) -> Result<i32> {
     if let Some(f) = &cli.env_file {
         password::load_env_file(f)?;
     }
+    let code = command(cli);
+    if cli.ops {
+        if let Some(b) = OPENED.get() {
+            eprintln!("{}", serde_json::json!({ "backend": b.counts() }));
+        }
+    }
+    code
+}
+
+fn command(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Init {
             kdf_memory_mib,
             kdf_iterations,
             pack_size_mib,
         } => {
-            let backend = Backend::open(&location(cli)?, true)?;
+            let backend = open_backend(cli, true)?;
             let pw = password::get_new(cli)?;
             let mut config = pbak::repo::config::Config::new();
             if let Some(m) = pack_size_mib {
@@ -127,7 +158,8 @@ fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Check { read_data } => {
-            let repo = open_repo(cli)?;
+            // Check what the repository holds, never the cache's copies.
+            let repo = open_repo_cached(cli, false)?;
             let _lock = repo.lock(false, "check")?;
             let index = repo.load_index()?;
             let rep = check::check(&repo, &index, *read_data)?;
@@ -173,7 +205,7 @@ fn read_exclude_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn backup_options(c: &args::BackupCommon) -> Result<BackupOptions> {
+fn backup_options(cli: &Cli, c: &args::BackupCommon) -> Result<BackupOptions> {
     let mut excludes = c.exclude.clone();
     excludes.extend(read_exclude_files(&c.exclude_file)?);
     Ok(BackupOptions {
@@ -183,7 +215,7 @@ fn backup_options(c: &args::BackupCommon) -> Result<BackupOptions> {
         one_file_system: c.one_file_system,
         exclude_caches: c.exclude_caches,
         dry_run: c.dry_run,
-        connections: c.connections,
+        connections: cli.connections as usize,
         ..Default::default()
     })
 }
@@ -209,7 +241,7 @@ fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
     let _lock = repo.lock(false, "backup")?;
     let index = repo.load_index()?;
-    let mut opts = backup_options(&b.common)?;
+    let mut opts = backup_options(cli, &b.common)?;
     opts.sources = b
         .paths
         .iter()
@@ -232,7 +264,7 @@ fn backup(cli: &Cli, b: &args::BackupArgs) -> Result<i32> {
 fn snapshot_backup(cli: &Cli, a: &args::SnapshotBackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
     let _lock = repo.lock(false, "snapshot-backup")?;
-    let template = backup_options(&a.common)?;
+    let template = backup_options(cli, &a.common)?;
     let keep = keep_rules(&a.keep)?;
     let mut code = 0;
     for sv in &a.subvolumes {

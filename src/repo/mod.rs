@@ -5,6 +5,7 @@
 //! checked) before it is used.
 
 pub mod archiver;
+pub mod cache;
 pub mod change_filter;
 pub mod check;
 pub mod config;
@@ -23,7 +24,8 @@ pub mod tree;
 use crate::backends::{Backend, BackendError};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, KeyId, SnapshotId};
+use crate::ids::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+use cache::Cache;
 use config::Config;
 use crypto::MasterKey;
 use index::{Index, IndexBuilder, IndexFile};
@@ -32,12 +34,14 @@ use rayon::prelude::*;
 use snapshot::Snapshot;
 use tree::Tree;
 
-/// An opened repository: the backend, the master key and the config.
+/// An opened repository: the backend, the master key, the config and, if enabled, the local
+/// cache of index files, snapshots and tree packs.
 pub struct Repository {
     backend: Backend,
     key: MasterKey,
     config: Config,
     key_id: KeyId,
+    cache: Option<Cache>,
 }
 
 /// Run `f` on a thread pool sized for I/O-bound walks: reading many small cold files waits on
@@ -84,6 +88,7 @@ impl Repository {
             key,
             config,
             key_id,
+            cache: None,
         })
     }
 
@@ -126,6 +131,7 @@ impl Repository {
                         key,
                         config,
                         key_id,
+                        cache: None,
                     });
                 }
                 Err(KeyFileError::WrongPassword) => continue,
@@ -135,6 +141,17 @@ impl Repository {
         Err(Error::WrongPassword {
             repo: backend.name().to_string(),
         })
+    }
+
+    /// Use the local cache under `root` (see [`cache`]); `None`, or a cache that cannot be
+    /// created, means every read goes to the backend.
+    pub fn with_cache(mut self, root: Option<std::path::PathBuf>) -> Repository {
+        self.cache = root.and_then(|r| Cache::open(&r, &self.config.id));
+        self
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     pub fn backend(&self) -> &Backend {
@@ -153,12 +170,33 @@ impl Repository {
         Chunker::new(self.config.chunker, self.key.chunker_seed())
     }
 
-    /// Read and authenticate a sealed object whose name is the BLAKE3 of its bytes.
-    fn get_verified(&self, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
+    /// The sealed bytes of an object whose name is the BLAKE3 of its bytes, hash-checked:
+    /// from the cache when it holds a good copy, else from the backend (then cached).
+    fn get_content_addressed(&self, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
+        if let Some(b) = self.cache.as_ref().and_then(|c| c.get(path, id)) {
+            return Ok(b);
+        }
         let sealed = self.backend.get(path)?;
         if blake3::hash(&sealed).as_bytes() != id {
             return Err(Error::corrupt(path, "content does not match its name (hash mismatch)"));
         }
+        if let Some(c) = &self.cache {
+            c.put(path, &sealed);
+        }
+        Ok(sealed)
+    }
+
+    /// Store a content-addressed object (and keep a copy in the cache).
+    fn put_content_addressed(&self, path: &str, sealed: Vec<u8>) -> Result<()> {
+        if let Some(c) = &self.cache {
+            c.put(path, &sealed);
+        }
+        Ok(self.backend.put(path, sealed)?)
+    }
+
+    /// Read and authenticate a sealed object whose name is the BLAKE3 of its bytes.
+    fn get_verified(&self, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let sealed = self.get_content_addressed(path, id)?;
         self.key.open(&sealed).map_err(|e| Error::corrupt(path, e.to_string()))
     }
 
@@ -166,7 +204,7 @@ impl Repository {
     fn put_sealed(&self, dir: &str, plain: &[u8]) -> Result<[u8; 32]> {
         let sealed = self.key.seal(plain);
         let id = *blake3::hash(&sealed).as_bytes();
-        self.backend.put(&format!("{dir}/{}", hex::encode(id)), sealed)?;
+        self.put_content_addressed(&format!("{dir}/{}", hex::encode(id)), sealed)?;
         Ok(id)
     }
 
@@ -185,7 +223,14 @@ impl Repository {
                 }
             }
         }
-        Ok(builder.finish())
+        let index = builder.finish();
+        if let Some(c) = &self.cache {
+            let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+            c.retain("index", |n| listed.contains(n));
+            let packs: std::collections::HashSet<PackId> = index.packs().iter().copied().collect();
+            c.retain("data", |n| PackId::from_hex(n).is_some_and(|p| packs.contains(&p)));
+        }
+        Ok(index)
     }
 
     /// Hex names of all packs in storage.
@@ -202,17 +247,14 @@ impl Repository {
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         let path = format!("index/{name}");
         let id = IndexId::from_hex(name).ok_or_else(|| Error::corrupt(&path, "name is not an id"))?;
-        let sealed = self.backend.get(&path)?;
-        if blake3::hash(&sealed).as_bytes() != &id.0 {
-            return Err(Error::corrupt(&path, "content does not match its name"));
-        }
+        let sealed = self.get_content_addressed(&path, &id.0)?;
         IndexFile::decode(&self.key, &sealed).map_err(|e| Error::corrupt(&path, e))
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
         let sealed = file.encode(&self.key);
         let id = IndexId(*blake3::hash(&sealed).as_bytes());
-        self.backend.put(&format!("index/{id}"), sealed)?;
+        self.put_content_addressed(&format!("index/{id}"), sealed)?;
         Ok(id)
     }
 
@@ -225,7 +267,17 @@ impl Repository {
             .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index"))?;
         let pack = index.pack_id(&loc);
         let path = pack::pack_path(&pack);
-        let sealed = self.backend.get_range(&path, loc.offset as u64, loc.length as u64)?;
+        let (offset, len) = (loc.offset as u64, loc.length as u64);
+        if let (Some(c), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
+            // Tree packs are cached whole: one download serves every tree in them.
+            if let Some(sealed) = c.pack_range(&path, &pack, offset, len, || self.backend.get(&path))? {
+                match self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed) {
+                    Ok(data) => return Ok(data),
+                    Err(_) => c.forget_pack(&path, &pack),
+                }
+            }
+        }
+        let sealed = self.backend.get_range(&path, offset, len)?;
         self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed)
     }
 
@@ -266,6 +318,10 @@ impl Repository {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let names = self.backend.list("snapshots")?;
+        if let Some(c) = &self.cache {
+            let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+            c.retain("snapshots", |n| listed.contains(n));
+        }
         let mut out = names
             .par_iter()
             .map(|n| {

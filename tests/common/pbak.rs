@@ -26,7 +26,9 @@ impl Pbak {
         c.arg("-r").arg(&self.repo).args(args);
         c.env_remove("PBAK_PASSWORD_FILE")
             .env_remove("PBAK_PASSWORD_COMMAND")
-            .env("PBAK_PASSWORD", &self.password);
+            .env("PBAK_PASSWORD", &self.password)
+            // Keep the tests' metadata caches out of the user's ~/.cache.
+            .env("PBAK_CACHE_DIR", std::env::temp_dir().join("pbak-tests-cache"));
         c
     }
 
@@ -49,6 +51,20 @@ impl Pbak {
 
     pub fn init(&self) {
         self.ok(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
+    }
+
+    /// `init` with packs of `mib` MiB (more, smaller packs).
+    pub fn init_pack_mib(&self, mib: u32) {
+        let mib = mib.to_string();
+        self.ok(&[
+            "init",
+            "--kdf-memory-mib",
+            "1",
+            "--kdf-iterations",
+            "1",
+            "--pack-size-mib",
+            &mib,
+        ]);
     }
 
     pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
