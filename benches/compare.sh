@@ -7,9 +7,10 @@
 # Corpus: Debian's linux-source-6.12 as version 1; version 2 is a deterministic edit of it
 # (every 50th .c file gets a line appended, every 200th file is deleted, 100 new files).
 # Steps: first backup, unchanged backup, incremental backup (v1 -> v2 in place), full restore,
-# check --read-data; plus the machine's ceiling for the first backup: tar | zstd -3 -T0.
+# check --read-data, and forget + prune of the first snapshot (`--keep-last 2`; borg: prune +
+# compact); plus the machine's ceiling for the first backup: tar | zstd -3 -T0.
 # Prints wall, CPU, peak RSS and repository size per step and tool, and pbak's ratios.
-# rustic is measured when `rustic` is on PATH (cargo install rustic-rs).
+# rustic is measured when `rustic` is on PATH or RUSTIC names it (cargo install rustic-rs).
 set -euo pipefail
 W=${1:-/var/tmp/pbak-compare}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +31,8 @@ if [ ! -d "$W/v2/linux-source-6.12" ]; then
     mkdir -p v2-new && for i in $(seq 1 100); do head -c $((i * 1000)) /usr/share/common-licenses/GPL-2 > "v2-new/f$i"; done)
 fi
 DATA=$W/data/linux       # the live tree every tool backs up (same path for all steps)
-export PBAK_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+RUSTIC=${RUSTIC:-$(command -v rustic || true)}
+export PBAK_PASSWORD=bench RESTIC_PASSWORD=bench RUSTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 RES=$W/results.tsv; : > "$RES"
 
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -52,13 +54,17 @@ run_tool() { # name init backup restore check
   set_version v1
   case $t in
     pbak)   "$PBAK" -r "$repo" init >/dev/null
-            B=("$PBAK" -r "$repo" backup -q "$DATA"); R=("$PBAK" -r "$repo" restore latest --target "$W/restore-$t"); C=("$PBAK" -r "$repo" check --read-data) ;;
+            B=("$PBAK" -r "$repo" backup -q "$DATA"); R=("$PBAK" -r "$repo" restore latest --target "$W/restore-$t"); C=("$PBAK" -r "$repo" check --read-data)
+            F=("$PBAK" -r "$repo" forget --keep-last 2 --prune) ;;
     restic) restic -r "$repo" init >/dev/null
-            B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$W/restore-$t"); C=(restic -r "$repo" check --read-data) ;;
-    rustic) rustic -r "$repo" init >/dev/null 2>&1
-            B=(rustic -r "$repo" backup "$DATA"); R=(rustic -r "$repo" restore latest "$W/restore-$t"); C=(rustic -r "$repo" check --read-data) ;;
+            B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$W/restore-$t"); C=(restic -r "$repo" check --read-data)
+            F=(restic -r "$repo" forget --keep-last 2 --prune) ;;
+    rustic) "$RUSTIC" -r "$repo" init >/dev/null 2>&1
+            B=("$RUSTIC" -r "$repo" backup "$DATA"); R=("$RUSTIC" -r "$repo" restore latest "$W/restore-$t"); C=("$RUSTIC" -r "$repo" check --read-data)
+            F=("$RUSTIC" -r "$repo" forget --keep-last 2 --prune) ;;
     borg)   borg init -e repokey-blake2 "$repo" >/dev/null
-            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c 'mkdir -p "$1" && cd "$1" && borg extract "$2::$(borg list --last 1 --short "$2")"' _ "$W/restore-$t" "$repo"); C=(borg check --verify-data "$repo") ;;
+            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c 'mkdir -p "$1" && cd "$1" && borg extract "$2::$(borg list --last 1 --short "$2")"' _ "$W/restore-$t" "$repo"); C=(borg check --verify-data "$repo")
+            F=(sh -c 'borg prune --keep-last 2 "$1" && borg compact "$1"' _ "$repo") ;;
   esac
   measure "$t" first_backup "$repo" "${B[@]}"
   measure "$t" unchanged_backup "$repo" "${B[@]}"
@@ -68,8 +74,9 @@ run_tool() { # name init backup restore check
   measure "$t" check_read_data "$repo" "${C[@]}"
   diff -r --no-dereference "$DATA" "$W/restore-$t$DATA" > /dev/null && echo "$t: restore identical" || echo "$t: RESTORE DIFFERS"
   rm -rf "$W/restore-$t"
+  measure "$t" forget_prune "$repo" "${F[@]}"
 }
-tools=(pbak restic borg); command -v rustic >/dev/null && tools+=(rustic)
+tools=(pbak restic borg); [ -n "$RUSTIC" ] && tools+=(rustic)
 for t in "${tools[@]}"; do run_tool "$t"; done
 
 echo
@@ -79,7 +86,7 @@ while IFS=$'\t' read -r tool step wall cpu rss size; do
 done < "$RES"
 echo
 echo "pbak wall-time ratio to each peer (lower is better):"
-for step in first_backup unchanged_backup incremental_backup restore check_read_data; do
+for step in first_backup unchanged_backup incremental_backup restore check_read_data forget_prune; do
   p=$(awk -v s=$step '$1=="pbak" && $2==s {print $3}' "$RES")
   line="  $step:"
   for t in "${tools[@]}"; do
@@ -90,4 +97,10 @@ for step in first_backup unchanged_backup incremental_backup restore check_read_
   c=$(awk -v s=$step '$1=="ceiling" && $2==s {print $3}' "$RES")
   [ -n "$c" ] && line="$line ceiling(tar|zstd) $(echo "scale=2; $p / $c" | bc)x"
   echo "$line"
+done
+echo
+echo "pbak peak RSS ratio to the lowest peer (target <= 0.75):"
+for step in first_backup unchanged_backup incremental_backup restore check_read_data forget_prune; do
+  awk -v s=$step '$2==s && $1!="ceiling" {if ($1=="pbak") p=$5; else if (m=="" || $5<m) {m=$5; mt=$1}}
+    END {if (m) printf "  %s: %.2fx (pbak %d MB, lowest %s %d MB)\n", s, p/m, p/1024, mt, m/1024}' "$RES"
 done

@@ -213,6 +213,20 @@ impl Backend {
             .map_err(|e| self.err("write", path, e))
     }
 
+    /// Store the concatenation of `parts` under `path` atomically, without joining them first.
+    pub fn put_parts(&self, path: &str, parts: Vec<Vec<u8>>) -> BResult<()> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.counts.a.fetch_add(1, Relaxed);
+        self.counts.up.fetch_add(len, Relaxed);
+        if let Some(t) = &self.up {
+            t.take(len);
+        }
+        let buf: opendal::Buffer = parts.into_iter().map(bytes::Bytes::from).collect();
+        self.block_on(self.op.write(path, buf))
+            .map(|_| ())
+            .map_err(|e| self.err("write", path, e))
+    }
+
     pub fn get(&self, path: &str) -> BResult<Vec<u8>> {
         self.counts.b.fetch_add(1, Relaxed);
         self.block_on(self.op.read(path))

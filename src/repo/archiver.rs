@@ -407,7 +407,7 @@ impl Uploader<'_> {
             let r = if self.dry_run {
                 Ok(())
             } else {
-                self.repo.backend().put(&pack_path(&p.id), p.bytes)
+                self.repo.backend().put_parts(&pack_path(&p.id), p.parts)
             };
             let r = r.map_err(Error::from).and_then(|()| {
                 self.done.lock().expect("lock").push(IndexPack {

@@ -93,9 +93,17 @@ impl Drop for RepoLock {
 impl Repository {
     /// All lock objects with their records; unreadable ones are reported as `None`.
     pub fn list_locks(&self) -> Result<Vec<(String, Option<LockInfo>)>> {
+        self.locks_except("")
+    }
+
+    /// Lock objects other than `own` (not even downloaded: one class B read fewer).
+    fn locks_except(&self, own: &str) -> Result<Vec<(String, Option<LockInfo>)>> {
         let mut out = Vec::new();
         for n in self.backend().list("locks")? {
             let path = format!("locks/{n}");
+            if path == own {
+                continue;
+            }
             let info = match self.backend().get(&path) {
                 Ok(b) => self
                     .key()
@@ -134,10 +142,7 @@ impl Repository {
             refresher: None,
         };
         let t = now();
-        for (other, oi) in self.list_locks()? {
-            if other == path {
-                continue;
-            }
+        for (other, oi) in self.locks_except(&path)? {
             let conflict = match &oi {
                 Some(o) => !o.is_stale(t) && (exclusive || o.exclusive),
                 // A lock we cannot read may be an exclusive one: only an exclusive taker minds.

@@ -35,10 +35,25 @@ pub struct SealedBlob {
     pub compressed: bool,
 }
 
+/// A pack ready to store: its bytes are `parts` back to back (the sealed blobs in pack order,
+/// then the header and its length), kept apart so finishing a pack copies nothing.
 pub struct FinishedPack {
     pub id: PackId,
-    pub bytes: Vec<u8>,
+    pub parts: Vec<Vec<u8>>,
     pub blobs: Vec<BlobEntry>,
+}
+
+impl FinishedPack {
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The whole pack as one buffer (tests and small callers).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 /// Collects blobs of one kind until the pack is big enough.
@@ -64,26 +79,32 @@ impl PackBuilder {
         let mut blobs = std::mem::take(&mut self.blobs);
         self.size = 0;
         shuffle(&mut blobs);
-        let total: usize = blobs.iter().map(|b| b.sealed.len()).sum();
-        let mut bytes = Vec::with_capacity(total + 64 * blobs.len() + 64);
         let mut entries = Vec::with_capacity(blobs.len());
+        let mut parts = Vec::with_capacity(blobs.len() + 2);
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0usize;
         for b in blobs {
             entries.push(BlobEntry {
                 id: b.id,
                 kind: b.kind,
-                offset: bytes.len() as u32,
+                offset: offset as u32,
                 length: b.sealed.len() as u32,
                 raw_length: b.raw_length,
                 compressed: b.compressed,
             });
-            bytes.extend_from_slice(&b.sealed);
+            offset += b.sealed.len();
+            hasher.update(&b.sealed);
+            parts.push(b.sealed);
         }
         let header = key.seal(&postcard::to_stdvec(&entries).expect("header serializes"));
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let len = (header.len() as u32).to_le_bytes().to_vec();
+        hasher.update(&header);
+        hasher.update(&len);
+        parts.push(header);
+        parts.push(len);
         FinishedPack {
-            id: PackId(*blake3::hash(&bytes).as_bytes()),
-            bytes,
+            id: PackId(*hasher.finalize().as_bytes()),
+            parts,
             blobs: entries,
         }
     }
@@ -157,18 +178,19 @@ mod tests {
             });
         }
         let p = b.finish(&key);
-        assert_eq!(p.id, PackId(*blake3::hash(&p.bytes).as_bytes()));
-        let h = decode_header(&key, &p.bytes).unwrap();
+        let bytes = p.to_bytes();
+        assert_eq!(p.id, PackId(*blake3::hash(&bytes).as_bytes()));
+        let h = decode_header(&key, &bytes).unwrap();
         assert_eq!(h, p.blobs);
         for e in h {
-            let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(key.blob_id(&key.open(s).unwrap()), e.id);
         }
-        let mut bad = p.bytes.clone();
+        let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 10] ^= 1;
         assert!(decode_header(&key, &bad).is_err());
-        assert!(decode_header(&key, &p.bytes[..n - 1]).is_err());
+        assert!(decode_header(&key, &bytes[..n - 1]).is_err());
     }
 
     proptest! {

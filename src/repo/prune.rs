@@ -402,7 +402,7 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
     let mut written = Vec::new();
     let flush = |b: &mut PackBuilder, written: &mut Vec<IndexPack>| -> Result<()> {
         let fin = b.finish(repo.key());
-        repo.backend().put(&pack_path(&fin.id), fin.bytes)?;
+        repo.backend().put_parts(&pack_path(&fin.id), fin.parts)?;
         written.push(IndexPack {
             id: fin.id,
             blobs: fin.blobs,
