@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, SnapshotId};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
@@ -105,8 +104,50 @@ enum Trie {
     Inner(BTreeMap<Vec<u8>, Trie>),
 }
 
+/// Bytes of file data the walk may hold in memory at once (read buffers, and through
+/// `save_chunks` their compressed and sealed copies). Many small files fit side by side;
+/// large ones take turns. Without it, the walk threads each holding a multi-MiB file raised
+/// the first backup's peak memory by a third.
+const FILE_BUDGET: usize = 24 << 20;
+
+/// A counting semaphore over bytes.
+struct Budget {
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct BudgetGuard<'a>(&'a Budget, usize);
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            used: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+    /// Wait until `n` bytes (at most the whole budget) fit.
+    fn acquire(&self, n: usize) -> BudgetGuard<'_> {
+        let n = n.min(FILE_BUDGET);
+        let mut used = self.used.lock().expect("lock");
+        while *used > 0 && *used + n > FILE_BUDGET {
+            used = self.freed.wait(used).expect("lock");
+        }
+        *used += n;
+        BudgetGuard(self, n)
+    }
+}
+
+impl Drop for BudgetGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.used.lock().expect("lock") -= self.1;
+        self.0.freed.notify_all();
+    }
+}
+
 struct Ctx<'a> {
     repo: &'a Repository,
+    budget: Budget,
+    compressors: Compressors,
     index: &'a Index,
     opts: &'a BackupOptions,
     excludes: Vec<glob::Pattern>,
@@ -118,18 +159,53 @@ struct Ctx<'a> {
     progress: &'a Progress,
 }
 
-thread_local! {
-    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+/// zstd contexts shared by all walk threads, at most one per core: compression is CPU-bound,
+/// and each level-3 context holds a few MiB of window and tables, so one per walk thread
+/// (4 per core) cost memory without adding speed.
+struct Compressors {
+    level: i32,
+    max: usize,
+    state: Mutex<(Vec<zstd::bulk::Compressor<'static>>, usize)>,
+    freed: std::sync::Condvar,
 }
 
-fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
-    ZSTD.with(|z| {
-        let mut z = z.borrow_mut();
-        if z.as_ref().map(|(l, _)| *l) != Some(level) {
-            *z = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+impl Compressors {
+    fn new(level: i32) -> Compressors {
+        Compressors {
+            level,
+            max: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            state: Mutex::new((Vec::new(), 0)),
+            freed: std::sync::Condvar::new(),
         }
-        z.as_mut()?.1.compress(data).ok()
-    })
+    }
+
+    /// Compressed `data`, or `None` if zstd fails.
+    fn compress(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let mut c = {
+            let mut st = self.state.lock().expect("lock");
+            loop {
+                if let Some(c) = st.0.pop() {
+                    break c;
+                }
+                if st.1 < self.max {
+                    st.1 += 1;
+                    drop(st);
+                    match zstd::bulk::Compressor::new(self.level) {
+                        Ok(c) => break c,
+                        Err(_) => {
+                            self.state.lock().expect("lock").1 -= 1;
+                            return None;
+                        }
+                    }
+                }
+                st = self.freed.wait(st).expect("lock");
+            }
+        };
+        let out = c.compress(data).ok();
+        self.state.lock().expect("lock").0.push(c);
+        self.freed.notify_one();
+        out
+    }
 }
 
 /// The latest snapshot of `host` with exactly these paths: the default parent.
@@ -243,6 +319,8 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         }
         let ctx = Ctx {
             repo,
+            budget: Budget::new(),
+            compressors: Compressors::new(repo.config().compression),
             index,
             opts,
             excludes,
@@ -495,7 +573,7 @@ impl Ctx<'_> {
         if self.index.contains(&id) || !self.known.lock().expect("lock").insert(id) {
             return Ok(id);
         }
-        let (payload, compressed) = match compress(self.repo.config().compression, data) {
+        let (payload, compressed) = match self.compressors.compress(data) {
             Some(c) if c.len() < data.len() => (c, true),
             _ => (data.to_vec(), false),
         };
@@ -727,8 +805,9 @@ impl Ctx<'_> {
             self.stats.files_new.fetch_add(1, Relaxed);
         }
         let io = |e| Error::io(read, e);
-        let mut file = open_noatime(read).map_err(io)?;
         let chunker = self.repo.chunker();
+        let _budget = self.budget.acquire((md.size() as usize).min(chunker.segment_size()));
+        let mut file = open_noatime(read).map_err(io)?;
         if let Some(ext) = data_extents(&file, md).map_err(io)? {
             for &(off, len) in &ext {
                 file.seek(SeekFrom::Start(off)).map_err(io)?;
