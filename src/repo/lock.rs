@@ -159,8 +159,13 @@ impl Repository {
         }
         let (backend, key) = (self.backend().clone(), self.key().clone());
         lock.refresher = Some(std::thread::spawn(move || loop {
+            // Checks the flag before sleeping: a release right after taking the lock must not
+            // wait out a whole refresh period.
             let stop = shared.stop.lock().expect("lock");
-            let (stop, _) = shared.wake.wait_timeout(stop, REFRESH).expect("lock");
+            let (stop, _) = shared
+                .wake
+                .wait_timeout_while(stop, REFRESH, |stop| !*stop)
+                .expect("lock");
             if *stop {
                 return;
             }
