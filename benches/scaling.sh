@@ -6,7 +6,8 @@
 # Grows one synthetic tree of small files (1,000 files per directory, 100-4,000 bytes each,
 # deterministic content) to each size in turn, backs it up, then measures an unchanged backup
 # with a cold page cache: wall time, CPU and peak RSS. Linear growth shows as constant
-# seconds and megabytes per million files in the last columns.
+# seconds per million files, and a constant marginal RSS per million files (the growth in RSS
+# from the previous size; the first row has no previous size).
 set -euo pipefail
 W=${1:-/var/tmp/pbak-scaling}
 SIZES=${2:-"250000 500000 1000000"}
@@ -33,13 +34,16 @@ for i in range(n):
 EOF
 }
 
-printf '%10s %8s %8s %8s %12s %12s\n' files wall_s cpu_s rss_MB s_per_Mfile MB_per_Mfile
+printf '%10s %8s %8s %8s %12s %18s\n' files wall_s cpu_s rss_MB s_per_Mfile marginal_MB_per_Mf
+prev_n=0; prev_rss=0
 for n in $SIZES; do
   grow "$n"
   "$PBAK" backup -q "$W/tree" > /dev/null
   sync; echo 3 > /proc/sys/vm/drop_caches
   /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$PBAK" backup -q "$W/tree" > /dev/null
   read -r wall user sys rss < "$W/time"
-  awk -v n="$n" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" \
-    'BEGIN { printf "%10d %8.2f %8.2f %8d %12.2f %12.1f\n", n, w, u + s, r / 1024, w * 1e6 / n, r / 1024 * 1e6 / n }'
+  awk -v n="$n" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v pn="$prev_n" -v pr="$prev_rss" \
+    'BEGIN { m = pn ? sprintf("%.1f", (r - pr) / 1024 * 1e6 / (n - pn)) : "-";
+             printf "%10d %8.2f %8.2f %8d %12.2f %18s\n", n, w, u + s, r / 1024, w * 1e6 / n, m }'
+  prev_n=$n; prev_rss=$rss
 done
