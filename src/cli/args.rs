@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Remote operations in flight at once (uploads, downloads, listings); also the number of
-    /// concurrent pack uploads
+    /// concurrent pack uploads (at most 2 to a local disk)
     #[arg(long, env = "PBAK_CONNECTIONS", global = true, default_value_t = pbak::backends::DEFAULT_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: u32,
