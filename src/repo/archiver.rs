@@ -104,49 +104,8 @@ enum Trie {
     Inner(BTreeMap<Vec<u8>, Trie>),
 }
 
-/// Bytes of file data the walk may hold in memory at once (read buffers, and through
-/// `save_chunks` their compressed and sealed copies). Many small files fit side by side;
-/// large ones take turns. Without it, the walk threads each holding a multi-MiB file raised
-/// the first backup's peak memory by a third.
-const FILE_BUDGET: usize = 24 << 20;
-
-/// A counting semaphore over bytes.
-struct Budget {
-    used: Mutex<usize>,
-    freed: std::sync::Condvar,
-}
-
-struct BudgetGuard<'a>(&'a Budget, usize);
-
-impl Budget {
-    fn new() -> Budget {
-        Budget {
-            used: Mutex::new(0),
-            freed: std::sync::Condvar::new(),
-        }
-    }
-    /// Wait until `n` bytes (at most the whole budget) fit.
-    fn acquire(&self, n: usize) -> BudgetGuard<'_> {
-        let n = n.min(FILE_BUDGET);
-        let mut used = self.used.lock().expect("lock");
-        while *used > 0 && *used + n > FILE_BUDGET {
-            used = self.freed.wait(used).expect("lock");
-        }
-        *used += n;
-        BudgetGuard(self, n)
-    }
-}
-
-impl Drop for BudgetGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.used.lock().expect("lock") -= self.1;
-        self.0.freed.notify_all();
-    }
-}
-
 struct Ctx<'a> {
     repo: &'a Repository,
-    budget: Budget,
     compressors: Compressors,
     index: &'a Index,
     opts: &'a BackupOptions,
@@ -319,7 +278,6 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         }
         let ctx = Ctx {
             repo,
-            budget: Budget::new(),
             compressors: Compressors::new(repo.config().compression),
             index,
             opts,
@@ -806,7 +764,6 @@ impl Ctx<'_> {
         }
         let io = |e| Error::io(read, e);
         let chunker = self.repo.chunker();
-        let _budget = self.budget.acquire((md.size() as usize).min(chunker.segment_size()));
         let mut file = open_noatime(read).map_err(io)?;
         if let Some(ext) = data_extents(&file, md).map_err(io)? {
             for &(off, len) in &ext {
