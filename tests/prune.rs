@@ -8,18 +8,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-fn init_small_packs(p: &Pbak) {
-    p.ok(&[
-        "init",
-        "--kdf-memory-mib",
-        "1",
-        "--kdf-iterations",
-        "1",
-        "--pack-size-mib",
-        "1",
-    ]);
-}
-
 fn du(p: &Path) -> u64 {
     sh(&format!("du -sb '{}' | cut -f1", p.display()))
         .trim()
@@ -45,7 +33,7 @@ fn forget_and_prune_free_space_and_keep_the_rest_intact() {
         fs::write(src.join(format!("old{i}")), prng(100 + i, 300_000)).unwrap();
     }
     let p = Pbak::new(dir.path().join("repo"));
-    init_small_packs(&p);
+    p.init_pack_mib(1);
     let first = p.backup_json(&[src.to_str().unwrap()])["snapshot_id"]
         .as_str()
         .unwrap()
@@ -132,7 +120,7 @@ fn killed_prune_leaves_a_consistent_repository() {
         fs::write(src.join(format!("f{i:02}")), prng(7000 + i, 1 << 20)).unwrap();
     }
     let p = Pbak::new(dir.path().join("repo"));
-    init_small_packs(&p);
+    p.init_pack_mib(1);
     p.ok(&["backup", "-q", src.to_str().unwrap()]);
     // The second snapshot keeps every other file: half of each pack becomes garbage.
     for i in (0..48).step_by(2) {

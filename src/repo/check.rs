@@ -3,7 +3,7 @@
 //! bytes hash to its name and every blob in it authenticates and matches its id.
 
 use super::index::Index;
-use super::pack::{decode_sealed_header, header_len, pack_path};
+use super::pack::{decode_sealed_header, header_len, pack_path, READ_WINDOW};
 use super::tree::NodeKind;
 use super::Repository;
 use crate::error::{Error, Result};
@@ -94,9 +94,6 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
     }
     Ok(rep)
 }
-
-/// Largest range of a pack read at once.
-const READ_WINDOW: u64 = 4 << 20;
 
 /// Read a whole pack in windows: its bytes must hash to its name, and every blob must open,
 /// match its id and be indexed. Memory stays at one window, whatever the pack size.

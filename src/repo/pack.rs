@@ -119,6 +119,10 @@ fn shuffle<T>(v: &mut [T]) {
     }
 }
 
+/// Largest byte range of a pack that restore and `check --read-data` read at once; blobs
+/// further apart are read separately (a single larger blob alone).
+pub const READ_WINDOW: u64 = 4 << 20;
+
 /// Object name of a pack.
 pub fn pack_path(id: &PackId) -> String {
     let h = id.to_hex();

@@ -151,7 +151,8 @@ pub struct PruneReport {
 struct PackUse {
     total: u64,
     used: u64,
-    kind: Option<BlobKind>,
+    /// `total` was taken from the first index file listing the pack.
+    counted: bool,
 }
 
 /// Blobs per written index file.
@@ -246,9 +247,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)
     for f in &files {
         for p in &f.packs {
             let u = &mut usage[index.pack_position(&p.id).expect("added") as usize];
-            if u.kind.is_none() {
+            if !u.counted {
                 u.total = p.blobs.iter().map(|b| b.length as u64).sum();
-                u.kind = p.blobs.first().map(|b| b.kind);
+                u.counted = true;
             }
         }
     }

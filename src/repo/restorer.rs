@@ -8,7 +8,7 @@
 
 use super::fsnode::{apply_metadata, make_special};
 use super::index::Index;
-use super::pack::pack_path;
+use super::pack::{pack_path, READ_WINDOW};
 use super::snapshot::Snapshot;
 use super::tree::{Node, NodeKind};
 use super::Repository;
@@ -399,9 +399,6 @@ fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(BlobId, u64)>> {
     }
     Ok(out)
 }
-
-/// Largest byte range read from a pack at once: blobs further apart are read separately.
-const READ_WINDOW: u64 = 4 << 20;
 
 /// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
 /// at most [`READ_WINDOW`] (a single larger blob is read alone), and each blob is opened once
