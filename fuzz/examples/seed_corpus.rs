@@ -73,14 +73,15 @@ fn main() {
             sealed: key.seal(&plain),
             raw_length: plain.len() as u32,
             compressed: i == 1,
-        });
+        })
+        .expect("memory pack");
     }
-    let pack = builder.finish(&key);
-    write("pack_header", "valid", &pack.bytes);
-    let n = pack.bytes.len();
-    let hlen = u32::from_le_bytes(pack.bytes[n - 4..].try_into().expect("4 bytes")) as usize;
+    let bytes = builder.finish(&key).expect("memory pack").body.into_bytes().expect("memory pack");
+    write("pack_header", "valid", &bytes);
+    let n = bytes.len();
+    let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
     let area = n - 4 - hlen;
-    let header = key.open(&pack.bytes[area..n - 4]).expect("own header opens");
+    let header = key.open(&bytes[area..n - 4]).expect("own header opens");
     let mut plain = (area as u16).to_le_bytes().to_vec();
     plain.extend_from_slice(&header);
     write("pack_header_plain", "valid", &plain);

@@ -14,8 +14,10 @@
 mod http;
 mod limits;
 mod location;
+mod spool;
 
 pub use location::Location;
+pub use spool::Spool;
 
 use limits::{Gate, Throttle};
 use opendal::{ErrorKind, Operator};
@@ -44,6 +46,13 @@ pub enum BackendError {
     Sync(String, #[source] std::io::Error),
     #[error("invalid repository location {0:?}: {1}")]
     BadLocation(String, String),
+    #[error("{op} {path} failed: {source} (check free space and permissions of the repository)")]
+    Local {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BackendError {
@@ -227,6 +236,55 @@ impl Backend {
             .map_err(|e| self.err("write", path, e))
     }
 
+    /// A new pack body: a temporary file under `<repo>/.tmp` on a local repository (no pack
+    /// in memory), parts in memory for a remote one.
+    pub fn spool(&self) -> BResult<Spool> {
+        let Some(root) = self.local_root.as_deref() else {
+            return Ok(Spool::memory());
+        };
+        let dir = std::path::Path::new(root).join(".tmp");
+        let mut r = [0u8; 8];
+        getrandom::getrandom(&mut r).expect("the OS random source is unavailable");
+        let path = dir.join(format!("pack-{}", hex::encode(r)));
+        let local = |source| BackendError::Local {
+            op: "create",
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(local)?;
+        Spool::file(path.clone()).map_err(local)
+    }
+
+    /// Store a complete spool under `path` atomically: a rename on a local repository (the
+    /// next [`Backend::barrier`] makes it durable), one PUT otherwise.
+    pub fn put_spool(&self, path: &str, mut spool: Spool) -> BResult<()> {
+        let len = spool.len();
+        let (out, tmp) = match &mut spool.body {
+            spool::Body::Memory(parts) => return self.put_parts(path, std::mem::take(parts)),
+            spool::Body::File { out, path: tmp } => (out, tmp),
+        };
+        let root = self.local_root.as_deref().expect("file spools are local");
+        let dest = std::path::Path::new(root).join(path);
+        let local = |op, source| BackendError::Local {
+            op,
+            path: dest.display().to_string(),
+            source,
+        };
+        std::io::Write::flush(out).map_err(|e| local("write", e))?;
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| local("create directory for", e))?;
+        }
+        let from = tmp.as_ref().expect("an unstored spool has its file");
+        std::fs::rename(from, &dest).map_err(|e| local("rename into", e))?;
+        *tmp = None;
+        self.counts.a.fetch_add(1, Relaxed);
+        self.counts.up.fetch_add(len, Relaxed);
+        if let Some(t) = &self.up {
+            t.take(len);
+        }
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> BResult<Vec<u8>> {
         self.counts.b.fetch_add(1, Relaxed);
         self.block_on(self.op.read(path))
@@ -240,6 +298,48 @@ impl Backend {
         self.block_on(self.op.read_with(path).range(offset..offset + len).into_future())
             .map(|b| self.downloaded(b.to_vec()))
             .map_err(|e| self.err("read", path, e))
+    }
+
+    /// Read `len` bytes at `offset` into `buf` (replacing its contents), so a caller reading
+    /// many ranges reuses one buffer. A local repository reads the file directly: no
+    /// intermediate buffer, no hop through the async runtime.
+    pub fn get_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> BResult<()> {
+        let Some(root) = self.local_root.as_deref() else {
+            *buf = self.get_range(path, offset, len)?;
+            return Ok(());
+        };
+        self.counts.b.fetch_add(1, Relaxed);
+        let full = std::path::Path::new(root).join(path);
+        let fail = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::NotFound => BackendError::NotFound {
+                repo: self.name.clone(),
+                path: path.to_string(),
+            },
+            _ => BackendError::Local {
+                op: "read",
+                path: full.display().to_string(),
+                source,
+            },
+        };
+        let f = std::fs::File::open(&full).map_err(fail)?;
+        buf.clear();
+        buf.resize(len as usize, 0);
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::unix::fs::FileExt::read_at(&f, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        // A short file gives a short buffer, as a ranged GET past the end would.
+        buf.truncate(done);
+        self.counts.down.fetch_add(done as u64, Relaxed);
+        if let Some(t) = &self.down {
+            t.take(done as u64);
+        }
+        Ok(())
     }
 
     /// Downloads are limited after the fact: the length is known only once the data is here.

@@ -60,9 +60,11 @@ impl Chunker {
             .collect()
     }
 
-    /// Size of the read buffer used by [`Chunker::stream`].
+    /// Size of the read buffer used by [`Chunker::stream`] (and the largest file read whole):
+    /// twice the largest chunk, so every round cuts at least one maximal chunk. Each thread
+    /// reading a large file holds one, so this bounds the walk's memory.
     pub fn segment_size(&self) -> usize {
-        (self.params.max as usize * 4).max(16 << 20)
+        self.params.max as usize * 2
     }
 
     /// Chunk a reader in segments of bounded size. `emit` receives each segment's complete

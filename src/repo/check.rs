@@ -3,7 +3,7 @@
 //! bytes hash to its name and every blob in it authenticates and matches its id.
 
 use super::index::Index;
-use super::pack::{decode_sealed_header, header_len, pack_path, READ_WINDOW};
+use super::pack::{decode_sealed_header, header_len, pack_path, with_window, READ_WINDOW};
 use super::tree::NodeKind;
 use super::Repository;
 use crate::error::{Error, Result};
@@ -136,18 +136,23 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
         if j == entries.len() {
             end = area;
         }
-        let buf = repo.backend().get_range(&path, pos, end - pos)?;
-        if buf.len() as u64 != end - pos {
-            return Err(corrupt("shorter than its header says".into()));
-        }
-        hasher.update(&buf);
-        for e in &entries[i..j] {
-            let s = (e.offset as u64 - pos) as usize;
-            repo.open_blob(&path, &e.id, e.compressed, e.raw_length, &buf[s..s + e.length as usize])?;
-            if index.get(&e.id).is_none() {
-                return Err(corrupt(format!("blob {} is not indexed", e.id.short())));
+        with_window(|buf| -> Result<()> {
+            repo.backend().get_range_into(&path, pos, end - pos, buf)?;
+            if buf.len() as u64 != end - pos {
+                return Err(corrupt("shorter than its header says".into()));
             }
-        }
+            // The pack hash covers the stored bytes: hash before blobs are decrypted in place.
+            hasher.update(buf);
+            for e in &entries[i..j] {
+                let s = (e.offset as u64 - pos) as usize;
+                let sealed = &mut buf[s..s + e.length as usize];
+                repo.open_blob_in_place(&path, &e.id, e.compressed, e.raw_length, sealed, |_| Ok(()))?;
+                if index.get(&e.id).is_none() {
+                    return Err(corrupt(format!("blob {} is not indexed", e.id.short())));
+                }
+            }
+            Ok(())
+        })?;
         pos = end;
         i = j;
     }

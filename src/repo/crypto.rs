@@ -4,8 +4,8 @@
 //! nonces are drawn fresh from the OS for every seal, never reused or copied.
 
 use crate::ids::BlobId;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const NONCE_LEN: usize = 24;
@@ -64,19 +64,36 @@ impl MasterKey {
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
         open_with(&self.enc, sealed)
     }
+
+    /// Authenticate and decrypt `sealed` where it lies; returns the plaintext part of it.
+    /// Used where the sealed bytes are a scratch copy anyway (a pack window being checked).
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8]) -> Result<&'a [u8], AuthError> {
+        if sealed.len() < OVERHEAD {
+            return Err(AuthError);
+        }
+        let cipher = XChaCha20Poly1305::new((&self.enc).into());
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", ct, Tag::from_slice(tag))
+            .map_err(|_| AuthError)?;
+        Ok(ct)
+    }
 }
 
-/// `nonce || ciphertext || tag` under `key`.
+/// `nonce || ciphertext || tag` under `key`, built in one exactly sized buffer: the
+/// plaintext is copied once and encrypted where it lands.
 pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
-    let mut nonce = [0u8; NONCE_LEN];
-    random(&mut nonce);
-    let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), plaintext)
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.resize(NONCE_LEN, 0);
+    random(&mut out);
+    out.extend_from_slice(plaintext);
+    let (nonce, body) = out.split_at_mut(NONCE_LEN);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), b"", body)
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(&tag);
     out
 }
 
@@ -110,11 +127,35 @@ mod tests {
         assert_ne!(k.seal(b"hello"), s, "nonces must differ");
     }
 
+    #[test]
+    fn in_place_matches_the_allocating_api() {
+        let k = MasterKey::generate();
+        let plain: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let s = k.seal(&plain);
+        assert_eq!(s.len(), plain.len() + OVERHEAD);
+        // The one-buffer seal is the AEAD's usual `ciphertext || tag` behind the nonce.
+        let cipher = XChaCha20Poly1305::new((&k.enc).into());
+        assert_eq!(
+            cipher
+                .decrypt(XNonce::from_slice(&s[..NONCE_LEN]), &s[NONCE_LEN..])
+                .unwrap(),
+            plain
+        );
+        let mut copy = s.clone();
+        assert_eq!(k.open_in_place(&mut copy).unwrap(), &plain[..]);
+        let mut bad = s.clone();
+        bad[NONCE_LEN + 3] ^= 0x40;
+        assert!(k.open_in_place(&mut bad).is_err());
+        assert!(k.open_in_place(&mut [0u8; OVERHEAD - 1]).is_err());
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_open(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             let k = MasterKey::from_secret([1; 32]);
             prop_assert!(k.open(&data).is_err());
+            let mut data = data;
+            prop_assert!(k.open_in_place(&mut data).is_err());
         }
     }
 }

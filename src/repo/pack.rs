@@ -1,9 +1,14 @@
 //! Packs: sealed blobs back to back, then the sealed header listing them, then the sealed
 //! header's length as u32 LE. The pack id is the unkeyed BLAKE3 of all its bytes, so the
-//! storage's integrity can be checked without the key. Blob order inside a pack is shuffled
-//! so the provider cannot line chunk sizes up with file order.
+//! storage's integrity can be checked without the key.
+//!
+//! A builder streams each blob into its [`Spool`] as it arrives (hashing as it goes), so a
+//! local repository never holds a pack in memory. Which pack a blob lands in is not the
+//! writer's order: the archiver fills two packs per blob kind and picks one at random for
+//! each blob (as restic 0.18 does), so the provider cannot line chunk sizes up with a file.
 
 use super::crypto::{random, MasterKey};
+use crate::backends::{BackendError, Spool};
 use crate::ids::{BlobId, PackId};
 use serde::{Deserialize, Serialize};
 
@@ -35,93 +40,112 @@ pub struct SealedBlob {
     pub compressed: bool,
 }
 
-/// A pack ready to store: its bytes are `parts` back to back (the sealed blobs in pack order,
-/// then the header and its length), kept apart so finishing a pack copies nothing.
+/// A pack ready to store: `body` holds its bytes (blobs, header, header length).
 pub struct FinishedPack {
     pub id: PackId,
-    pub parts: Vec<Vec<u8>>,
+    pub body: Spool,
     pub blobs: Vec<BlobEntry>,
 }
 
-impl FinishedPack {
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(Vec::len).sum()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The whole pack as one buffer (tests and small callers).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.parts.concat()
-    }
+/// Collects blobs of one kind until the pack is big enough.
+pub struct PackBuilder {
+    body: Spool,
+    hasher: blake3::Hasher,
+    entries: Vec<BlobEntry>,
 }
 
-/// Collects blobs of one kind until the pack is big enough.
-#[derive(Default)]
-pub struct PackBuilder {
-    blobs: Vec<SealedBlob>,
-    size: usize,
+impl Default for PackBuilder {
+    /// A builder whose pack is kept in memory.
+    fn default() -> Self {
+        PackBuilder::new(Spool::memory())
+    }
 }
 
 impl PackBuilder {
-    pub fn add(&mut self, b: SealedBlob) {
-        self.size += b.sealed.len();
-        self.blobs.push(b);
-    }
-    pub fn size(&self) -> usize {
-        self.size
-    }
-    pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+    pub fn new(body: Spool) -> PackBuilder {
+        PackBuilder {
+            body,
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+        }
     }
 
-    pub fn finish(&mut self, key: &MasterKey) -> FinishedPack {
-        let mut blobs = std::mem::take(&mut self.blobs);
-        self.size = 0;
-        shuffle(&mut blobs);
-        let mut entries = Vec::with_capacity(blobs.len());
-        let mut parts = Vec::with_capacity(blobs.len() + 2);
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0usize;
-        for b in blobs {
-            entries.push(BlobEntry {
-                id: b.id,
-                kind: b.kind,
-                offset: offset as u32,
-                length: b.sealed.len() as u32,
-                raw_length: b.raw_length,
-                compressed: b.compressed,
-            });
-            offset += b.sealed.len();
-            hasher.update(&b.sealed);
-            parts.push(b.sealed);
-        }
-        let header = key.seal(&postcard::to_stdvec(&entries).expect("header serializes"));
+    /// Append `b` at the end of the pack.
+    pub fn add(&mut self, b: SealedBlob) -> Result<(), BackendError> {
+        self.entries.push(BlobEntry {
+            id: b.id,
+            kind: b.kind,
+            offset: self.body.len() as u32,
+            length: b.sealed.len() as u32,
+            raw_length: b.raw_length,
+            compressed: b.compressed,
+        });
+        self.hasher.update(&b.sealed);
+        self.body.push(b.sealed)
+    }
+
+    /// Sealed blob bytes so far.
+    pub fn size(&self) -> usize {
+        self.body.len() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The blobs added so far, read back (to merge a small pack into another).
+    pub fn into_blobs(self) -> Result<Vec<SealedBlob>, BackendError> {
+        let bytes = self.body.into_bytes()?;
+        Ok(self
+            .entries
+            .iter()
+            .map(|e| SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                sealed: bytes[e.offset as usize..(e.offset + e.length) as usize].to_vec(),
+                raw_length: e.raw_length,
+                compressed: e.compressed,
+            })
+            .collect())
+    }
+
+    /// Append the header and its length; the pack is complete.
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack, BackendError> {
+        let header = key.seal(&postcard::to_stdvec(&self.entries).expect("header serializes"));
         let len = (header.len() as u32).to_le_bytes().to_vec();
-        hasher.update(&header);
-        hasher.update(&len);
-        parts.push(header);
-        parts.push(len);
-        FinishedPack {
-            id: PackId(*hasher.finalize().as_bytes()),
-            parts,
-            blobs: entries,
-        }
+        self.hasher.update(&header);
+        self.hasher.update(&len);
+        self.body.push(header)?;
+        self.body.push(len)?;
+        Ok(FinishedPack {
+            id: PackId(*self.hasher.finalize().as_bytes()),
+            body: self.body,
+            blobs: self.entries,
+        })
     }
 }
 
-fn shuffle<T>(v: &mut [T]) {
-    for i in (1..v.len()).rev() {
-        let mut r = [0u8; 8];
-        random(&mut r);
-        let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
+/// A uniformly random index below `n` (n ≥ 1), from the OS random source.
+pub fn random_below(n: usize) -> usize {
+    let mut r = [0u8; 8];
+    random(&mut r);
+    (u64::from_le_bytes(r) % n as u64) as usize
 }
 
 /// Largest byte range of a pack that restore and `check --read-data` read at once; blobs
 /// further apart are read separately (a single larger blob alone).
 pub const READ_WINDOW: u64 = 4 << 20;
+
+thread_local! {
+    static WINDOW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Lend this thread's pack read window (see `Backend::get_range_into`), reused for every
+/// window of every pack: windows allocated afresh each time left the allocator holding
+/// several times their size (check's peak RSS fell from 64–71 MB to 42 MB).
+pub fn with_window<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    WINDOW.with_borrow_mut(f)
+}
 
 /// Object name of a pack.
 pub fn pack_path(id: &PackId) -> String {
@@ -172,20 +196,26 @@ mod tests {
         let key = MasterKey::generate();
         let mut b = PackBuilder::default();
         for i in 0..10u8 {
-            let plain = vec![i; 100];
+            let plain = vec![i; 100 + i as usize];
             b.add(SealedBlob {
                 id: key.blob_id(&plain),
                 kind: BlobKind::Data,
                 sealed: key.seal(&plain),
-                raw_length: 100,
+                raw_length: plain.len() as u32,
                 compressed: false,
-            });
+            })
+            .unwrap();
         }
-        let p = b.finish(&key);
-        let bytes = p.to_bytes();
+        let p = b.finish(&key).unwrap();
+        let blobs = p.blobs.clone();
+        let bytes = p.body.into_bytes().unwrap();
+        assert_eq!(
+            blobs.iter().map(|e| e.raw_length).collect::<Vec<_>>(),
+            (100..110).collect::<Vec<_>>()
+        );
         assert_eq!(p.id, PackId(*blake3::hash(&bytes).as_bytes()));
         let h = decode_header(&key, &bytes).unwrap();
-        assert_eq!(h, p.blobs);
+        assert_eq!(h, blobs);
         for e in h {
             let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(key.blob_id(&key.open(s).unwrap()), e.id);

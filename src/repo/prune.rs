@@ -401,9 +401,9 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
     let pack_size = repo.config().pack_size as usize;
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
     let mut written = Vec::new();
-    let flush = |b: &mut PackBuilder, written: &mut Vec<IndexPack>| -> Result<()> {
-        let fin = b.finish(repo.key());
-        repo.backend().put_parts(&pack_path(&fin.id), fin.parts)?;
+    let flush = |b: PackBuilder, written: &mut Vec<IndexPack>| -> Result<()> {
+        let fin = b.finish(repo.key())?;
+        repo.backend().put_spool(&pack_path(&fin.id), fin.body)?;
         written.push(IndexPack {
             id: fin.id,
             blobs: fin.blobs,
@@ -443,14 +443,18 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
             })
             .collect::<Result<_>>()?;
         for b in blobs.into_iter().flatten() {
-            let builder = builders.entry(b.kind).or_default();
-            builder.add(b);
+            let kind = b.kind;
+            let builder = match builders.entry(kind) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(PackBuilder::new(repo.backend().spool()?)),
+            };
+            builder.add(b)?;
             if builder.size() >= pack_size {
-                flush(builder, &mut written)?;
+                flush(builders.remove(&kind).expect("just filled"), &mut written)?;
             }
         }
     }
-    for b in builders.values_mut() {
+    for (_, b) in builders.drain() {
         if !b.is_empty() {
             flush(b, &mut written)?;
         }

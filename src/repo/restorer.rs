@@ -8,7 +8,7 @@
 
 use super::fsnode::{apply_metadata, make_special};
 use super::index::Index;
-use super::pack::{pack_path, READ_WINDOW};
+use super::pack::{pack_path, with_window, READ_WINDOW};
 use super::snapshot::Snapshot;
 use super::tree::{Node, NodeKind};
 use super::Repository;
@@ -430,26 +430,34 @@ fn write_contents(
                 end = end.max(e);
                 j += 1;
             }
-            let span = repo.backend().get_range(&path, start, end - start)?;
-            let mut k = i;
-            while k < j {
-                let id = targets[k].0;
-                let l = loc_of(&id);
-                let s = (l.offset as u64 - start) as usize;
-                let data = repo.open_blob(&path, &id, l.compressed, l.raw_length, &span[s..s + l.length as usize])?;
-                while k < j && targets[k].0 == id {
-                    let (_, file, off) = targets[k];
-                    let fpath = target.join(&files[file as usize]);
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .open(&fpath)
-                        .map_err(|e| Error::io(&fpath, e))?;
-                    f.write_all_at(&data, off).map_err(|e| Error::io(&fpath, e))?;
-                    bytes_done.fetch_add(data.len() as u64, Relaxed);
-                    k += 1;
+            with_window(|span| -> Result<()> {
+                repo.backend().get_range_into(&path, start, end - start, span)?;
+                let mut k = i;
+                while k < j {
+                    let id = targets[k].0;
+                    let l = loc_of(&id);
+                    let s = (l.offset as u64 - start) as usize;
+                    let sealed = span
+                        .get_mut(s..s + l.length as usize)
+                        .ok_or_else(|| Error::corrupt(&path, "shorter than the index says"))?;
+                    repo.open_blob_in_place(&path, &id, l.compressed, l.raw_length, sealed, |data| {
+                        while k < j && targets[k].0 == id {
+                            let (_, file, off) = targets[k];
+                            let fpath = target.join(&files[file as usize]);
+                            let f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                                .open(&fpath)
+                                .map_err(|e| Error::io(&fpath, e))?;
+                            f.write_all_at(data, off).map_err(|e| Error::io(&fpath, e))?;
+                            bytes_done.fetch_add(data.len() as u64, Relaxed);
+                            k += 1;
+                        }
+                        Ok(())
+                    })?;
                 }
-            }
+                Ok(())
+            })?;
             i = j;
         }
         Ok(())
