@@ -255,6 +255,35 @@ impl Backend {
         Spool::file(path.clone()).map_err(local)
     }
 
+    /// Remove pack spools a killed process left in `<repo>/.tmp` (local only; remote spools
+    /// live in memory). Only call this while no other process can write: under prune's
+    /// exclusive lock. Returns how many were removed.
+    pub fn remove_stale_spools(&self) -> BResult<usize> {
+        let Some(root) = self.local_root.as_deref() else {
+            return Ok(0);
+        };
+        let dir = std::path::Path::new(root).join(".tmp");
+        let fail = |source| BackendError::Local {
+            op: "clean up",
+            path: dir.display().to_string(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(fail(e)),
+        };
+        let mut n = 0;
+        for e in entries {
+            let e = e.map_err(fail)?;
+            if e.file_name().as_encoded_bytes().starts_with(b"pack-") {
+                std::fs::remove_file(e.path()).map_err(fail)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Store a complete spool under `path` atomically: a rename on a local repository (the
     /// next [`Backend::barrier`] makes it durable), one PUT otherwise.
     pub fn put_spool(&self, path: &str, mut spool: Spool) -> BResult<()> {

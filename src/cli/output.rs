@@ -413,6 +413,12 @@ pub fn pruned(cli: &Cli, r: &pbak::repo::prune::PruneReport) {
         human_bytes(r.bytes_freed),
         human_bytes(r.bytes_unused_after)
     );
+    if r.temp_packs_removed > 0 {
+        println!(
+            "removed {} partly written packs left by interrupted runs",
+            r.temp_packs_removed
+        );
+    }
 }
 
 pub fn keys(cli: &Cli, repo: &Repository, keys: &[(KeyId, KeyFile)]) {

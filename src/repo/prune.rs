@@ -145,6 +145,8 @@ pub struct PruneReport {
     pub bytes_unused_after: u64,
     pub index_files_removed: usize,
     pub index_files_written: usize,
+    /// Partly written packs a killed backup or prune left in a local repository's `.tmp/`.
+    pub temp_packs_removed: usize,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -321,6 +323,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)
     if opts.dry_run {
         return Ok(rep);
     }
+    rep.temp_packs_removed = repo.backend().remove_stale_spools()?;
     if delete.is_empty() && repack.is_empty() && unreferenced.is_empty() {
         log("nothing to prune");
         return Ok(rep);
