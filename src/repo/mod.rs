@@ -211,11 +211,14 @@ impl Repository {
     // ---- index ----
 
     /// Read every index file into the compact in-memory table. Files are decoded in parallel
-    /// in small batches, so the decoded form of only a few is alive next to the table.
+    /// in small batches (two per core), so the decoded form of only a few is alive next to
+    /// the table: with 32 at once, a million-blob repository's 22 files were all decoded
+    /// together, 26 MB of the 68 MB heap peak of an unchanged backup.
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list("index")?;
         let mut builder = IndexBuilder::default();
-        for batch in names.chunks(32) {
+        let batch_len = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        for batch in names.chunks(batch_len) {
             let files: Vec<Result<IndexFile>> = batch.par_iter().map(|n| self.read_index_file(n)).collect();
             for f in files {
                 for p in &f?.packs {
