@@ -364,6 +364,8 @@ impl Backend {
         };
         let f = std::fs::File::open(&full).map_err(fail)?;
         buf.clear();
+        // Exact: growing by doubling left reused windows at twice the window size.
+        buf.reserve_exact(len as usize);
         buf.resize(len as usize, 0);
         let mut done = 0;
         while done < buf.len() {

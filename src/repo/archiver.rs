@@ -168,7 +168,7 @@ impl Compressors {
             }
         };
         buf.clear();
-        buf.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        buf.reserve_exact(zstd::zstd_safe::compress_bound(data.len()));
         let out = match c.compress_to_buffer(data, &mut buf) {
             Ok(n) if n < data.len() => Some(seal(&buf)),
             _ => None,

@@ -328,7 +328,7 @@ impl Repository {
         }
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
-            buf.reserve(raw_len as usize);
+            buf.reserve_exact(raw_len as usize);
             with_decompressor(|d| d.decompress_to_buffer(plain, buf))
                 .map_err(|e| Error::corrupt(what(), e.to_string()))?;
             if !verified(buf) {
