@@ -284,27 +284,15 @@ impl Repository {
         self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed)
     }
 
+    /// Authenticate, decompress and hash-check one sealed blob; `sealed` is left as it is.
     pub fn open_blob(&self, pack: &str, id: &BlobId, compressed: bool, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
-        let what = || format!("blob {} in {pack}", id.short());
-        let plain = self
-            .key
-            .open(sealed)
-            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-        let data = if compressed {
-            with_decompressor(|d| d.decompress(&plain, raw_len as usize))
-                .map_err(|e| Error::corrupt(what(), e.to_string()))?
-        } else {
-            plain
-        };
-        if data.len() != raw_len as usize || self.key.blob_id(&data) != *id {
-            return Err(Error::corrupt(what(), "content does not match its id"));
-        }
-        Ok(data)
+        let mut copy = sealed.to_vec();
+        self.open_blob_in_place(pack, id, compressed, raw_len, &mut copy, |plain| Ok(plain.to_vec()))
     }
 
-    /// [`Repository::open_blob`] without allocating per blob: `sealed` (a scratch copy, such
-    /// as a pack window) is decrypted where it lies, a compressed blob is decompressed into a
-    /// per-thread buffer, and the verified plaintext is lent to `use_plain`.
+    /// The one place a blob is opened: `sealed` (a scratch copy, such as a pack window) is
+    /// decrypted where it lies, a compressed blob is decompressed into a per-thread buffer, so
+    /// nothing is allocated per blob, and the verified plaintext is lent to `use_plain`.
     pub fn open_blob_in_place<T>(
         &self,
         pack: &str,
