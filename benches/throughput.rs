@@ -6,10 +6,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pbak::chunker::{Chunker, ChunkerParams};
+use pbak::format::crypto::MasterKey;
+use pbak::format::pack::{BlobEntry, BlobKind};
 use pbak::ids::{BlobId, PackId};
-use pbak::repo::crypto::MasterKey;
 use pbak::repo::index::{IndexBuilder, IndexPack};
-use pbak::repo::pack::{BlobEntry, BlobKind};
 use rayon::prelude::*;
 use std::time::Duration;
 
@@ -202,7 +202,7 @@ fn index(c: &mut Criterion) {
     for (name, ids, expect) in [("contains_present", &present, LOOKUPS), ("contains_absent", &absent, 0)] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let hits = ids.iter().filter(|id| idx.contains(black_box(id))).count() as u64;
+                let hits = ids.iter().filter(|id| idx.contains(black_box(*id))).count() as u64;
                 assert_eq!(hits, expect);
                 hits
             })

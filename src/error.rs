@@ -66,10 +66,10 @@ impl Error {
             source,
         }
     }
-    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn corrupt(object: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         Error::Corrupt {
             object: object.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

@@ -43,6 +43,15 @@ id_type!(
     BlobId
 );
 id_type!(
+    /// A blob that holds one encoded directory ([`crate::format::tree::Tree`]). The same 32
+    /// bytes, serialised the same way, as the [`BlobId`] it is, so the format is unchanged.
+    TreeId
+);
+id_type!(
+    /// A blob that holds one chunk of file data. Serialised exactly like [`BlobId`].
+    DataId
+);
+id_type!(
     /// Unkeyed BLAKE3 of a whole stored pack file.
     PackId
 );
@@ -62,6 +71,44 @@ id_type!(
     /// Random repository identity, fixed at `init`.
     RepoId
 );
+id_type!(
+    /// Unkeyed BLAKE3 of a stored lock record (`locks/<id>`).
+    LockId
+);
+
+/// Any id that names a blob, of either kind: index lookups accept each of them.
+pub trait AnyBlobId {
+    fn blob(&self) -> BlobId;
+}
+
+impl AnyBlobId for BlobId {
+    fn blob(&self) -> BlobId {
+        *self
+    }
+}
+
+macro_rules! blob_kind_id {
+    ($name:ident) => {
+        impl AnyBlobId for $name {
+            fn blob(&self) -> BlobId {
+                BlobId(self.0)
+            }
+        }
+        impl From<$name> for BlobId {
+            fn from(id: $name) -> BlobId {
+                BlobId(id.0)
+            }
+        }
+        impl $name {
+            /// The blob `id` read as this kind (the caller knows what the blob holds).
+            pub fn of(id: BlobId) -> $name {
+                $name(id.0)
+            }
+        }
+    };
+}
+blob_kind_id!(TreeId);
+blob_kind_id!(DataId);
 
 #[cfg(test)]
 mod tests {
@@ -73,5 +120,15 @@ mod tests {
         assert_eq!(BlobId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(id.short().len(), 8);
         assert!(BlobId::from_hex("zz").is_none());
+    }
+
+    #[test]
+    fn kinds_serialise_like_blob_ids() {
+        let b = BlobId([9u8; 32]);
+        let t = TreeId::of(b);
+        assert_eq!(postcard::to_stdvec(&t).unwrap(), postcard::to_stdvec(&b).unwrap());
+        assert_eq!(serde_json::to_string(&t).unwrap(), serde_json::to_string(&b).unwrap());
+        assert_eq!(t.blob(), b);
+        assert_eq!(BlobId::from(DataId::of(b)), b);
     }
 }

@@ -4,13 +4,14 @@
 //!     cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 
 use pbak::ids::{BlobId, PackId, SnapshotId};
-use pbak::repo::config::Config;
-use pbak::repo::crypto::MasterKey;
-use pbak::repo::index::{IndexFile, IndexPack};
-use pbak::repo::keyfile::{KdfParams, KeyFile};
-use pbak::repo::pack::{BlobKind, PackBuilder, SealedBlob};
-use pbak::repo::snapshot::{BtrfsOrigin, Snapshot, Summary};
-use pbak::repo::tree::{Node, NodeKind, Time, Tree};
+use pbak::format::config::Config;
+use pbak::format::crypto::MasterKey;
+use pbak::format::index::{IndexFile, IndexPack};
+use pbak::format::keyfile::{KdfParams, KeyFile};
+use pbak::format::pack::{BlobKind, SealedBlob};
+use pbak::repo::pack_writer::PackBuilder;
+use pbak::format::snapshot::{BtrfsOrigin, Snapshot, Summary};
+use pbak::format::tree::{Node, NodeKind, Time, Tree};
 use std::path::Path;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::config::Config;
+use pbak::format::config::Config;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Config::decode(data) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::crypto::MasterKey;
+use pbak::format::crypto::MasterKey;
 use pbak::repo::index::{Index, IndexFile};
 
 fuzz_target!(|data: &[u8]| {

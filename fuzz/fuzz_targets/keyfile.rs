@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::keyfile::KeyFile;
+use pbak::format::keyfile::KeyFile;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(kf) = KeyFile::decode(data) else { return };

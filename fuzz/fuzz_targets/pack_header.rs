@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::crypto::MasterKey;
-use pbak::repo::pack::decode_header;
+use pbak::format::crypto::MasterKey;
+use pbak::format::pack::decode_header;
 
 fuzz_target!(|data: &[u8]| {
     let key = MasterKey::from_secret([7; 32]);

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::crypto::MasterKey;
-use pbak::repo::pack::decode_header;
+use pbak::format::crypto::MasterKey;
+use pbak::format::pack::decode_header;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::repo::snapshot::Snapshot;
+use pbak::format::snapshot::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = Snapshot::decode(data) else { return };

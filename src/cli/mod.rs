@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 use args::{Cli, Command, KeyCommand};
 use clap::Parser;
 use pbak::backends::{Backend, BackendOptions, Location};
-use pbak::repo::archiver::{self, BackupOptions, Progress, Source};
-use pbak::repo::keyfile::KdfParams;
-use pbak::repo::restorer::{self, RestoreOptions};
-use pbak::repo::retention::{parse_duration, KeepRules};
-use pbak::repo::{check, prune, Repository};
-use pbak::workflows::snapshot_backup;
+use pbak::format::keyfile::KdfParams;
+use pbak::jobs::snapshot_backup;
+use pbak::ops::backup::{self as archiver, BackupOptions, Progress, Source};
+use pbak::ops::forget::retention::{parse_duration, KeepRules};
+use pbak::ops::restore::{self as restorer, RestoreOptions};
+use pbak::ops::{check, forget, prune};
+use pbak::repo::Repository;
 
 pub const EXIT_PARTIAL: i32 = 3;
 
@@ -100,7 +101,7 @@ fn command(cli: &Cli) -> Result<i32> {
         } => {
             let backend = open_backend(cli, true)?;
             let pw = password::get_new(cli)?;
-            let mut config = pbak::repo::config::Config::new();
+            let mut config = pbak::format::config::Config::new();
             if let Some(m) = pack_size_mib {
                 config.pack_size = m << 20;
             }
@@ -210,7 +211,7 @@ fn backup_options(cli: &Cli, c: &args::BackupCommon) -> Result<BackupOptions> {
     excludes.extend(read_exclude_files(&c.exclude_file)?);
     Ok(BackupOptions {
         tags: c.tag.clone(),
-        host: c.host.clone().unwrap_or_else(|| pbak::repo::host_user().0),
+        host: c.host.clone().unwrap_or_else(|| pbak::host::host_user().0),
         excludes,
         one_file_system: c.one_file_system,
         exclude_caches: c.exclude_caches,
@@ -356,7 +357,7 @@ fn forget(cli: &Cli, f: &args::ForgetArgs) -> Result<i32> {
     if rules.is_empty() && f.snapshots.is_empty() {
         anyhow::bail!("nothing to forget: give snapshot ids or --keep-* rules (no rule would remove every snapshot)");
     }
-    let by = prune::GroupBy::parse(&f.group_by)?;
+    let by = forget::GroupBy::parse(&f.group_by)?;
     let repo = open_repo(cli)?;
     let _lock = repo.lock(true, "forget")?;
     let mut explicit = Vec::new();
@@ -369,7 +370,7 @@ fn forget(cli: &Cli, f: &args::ForgetArgs) -> Result<i32> {
         .filter(|(_, s)| f.host.as_ref().is_none_or(|h| &s.host == h))
         .filter(|(_, s)| f.tag.iter().all(|t| s.tags.contains(t)))
         .collect();
-    let mut groups = prune::plan_forget(snaps, &rules, by);
+    let mut groups = forget::plan_forget(snaps, &rules, by);
     // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
     for g in &mut groups {
         for (id, _, keep) in &mut g.snapshots {
@@ -383,7 +384,7 @@ fn forget(cli: &Cli, f: &args::ForgetArgs) -> Result<i32> {
         for g in &groups {
             for (id, _, keep) in &g.snapshots {
                 if !keep {
-                    prune::delete_snapshot(&repo, id)?;
+                    forget::delete_snapshot(&repo, id)?;
                 }
             }
         }

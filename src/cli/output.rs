@@ -3,14 +3,14 @@
 use super::args::Cli;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use pbak::format::keyfile::KeyFile;
+use pbak::format::snapshot::{ChangeDetection, Snapshot};
+use pbak::format::tree::{Node, NodeKind};
 use pbak::ids::{KeyId, SnapshotId};
-use pbak::repo::archiver::{BackupResult, Progress};
-use pbak::repo::check::CheckReport;
+use pbak::ops::backup::{BackupResult, Progress};
+use pbak::ops::check::CheckReport;
+use pbak::ops::restore::RestoreSummary;
 use pbak::repo::index::{Index, IndexFile};
-use pbak::repo::keyfile::KeyFile;
-use pbak::repo::restorer::RestoreSummary;
-use pbak::repo::snapshot::{ChangeDetection, Snapshot};
-use pbak::repo::tree::{Node, NodeKind};
 use pbak::repo::Repository;
 use serde_json::json;
 use std::io::IsTerminal;
@@ -354,7 +354,7 @@ pub fn check(cli: &Cli, r: &CheckReport) {
     }
 }
 
-pub fn forget_plan(cli: &Cli, groups: &[pbak::repo::prune::ForgetGroup], dry_run: bool) {
+pub fn forget_plan(cli: &Cli, groups: &[pbak::ops::forget::ForgetGroup], dry_run: bool) {
     if cli.json {
         let v: Vec<_> = groups
             .iter()
@@ -386,7 +386,7 @@ pub fn forget_plan(cli: &Cli, groups: &[pbak::repo::prune::ForgetGroup], dry_run
     }
 }
 
-pub fn pruned(cli: &Cli, r: &pbak::repo::prune::PruneReport) {
+pub fn pruned(cli: &Cli, r: &pbak::ops::prune::PruneReport) {
     if cli.json {
         println!("{}", json!(r));
         return;

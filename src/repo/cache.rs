@@ -86,7 +86,7 @@ impl Cache {
             return;
         }
         let mut r = [0u8; 8];
-        super::crypto::random(&mut r);
+        crate::format::crypto::random(&mut r);
         let tmp = parent.join(format!(".tmp-{}", hex::encode(r)));
         let ok = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes)).is_ok();
         if !ok || fs::rename(&tmp, &path).is_err() {

@@ -1,8 +1,5 @@
-//! The chunk index: which pack holds each blob. Index files (`index/<id>`) are sealed
-//! postcard lists of packs and their blobs; in memory all of them merge into one compact,
-//! sorted table.
-//!
-//! An index file is written only after every pack it lists is stored.
+//! The chunk index in memory: which pack holds each blob. Every index file (the codec is
+//! [`crate::format::index`]) merges into one compact, sorted table.
 //!
 //! Memory: 40 bytes per blob. An entry keeps the first 192 bits of the 256-bit keyed blob id
 //! (ids are keyed BLAKE3 outputs, so without the key nobody can aim for a collision, and a
@@ -12,42 +9,10 @@
 //! to the id the tree names. A 65,536-bucket table on the top 16 bits narrows each lookup to
 //! a short binary search.
 
-use super::crypto::MasterKey;
-use super::pack::{BlobEntry, BlobKind};
-use crate::ids::{BlobId, PackId};
-use serde::{Deserialize, Serialize};
+pub use crate::format::index::{IndexFile, IndexPack, MAX_RAW};
+use crate::format::pack::BlobKind;
+use crate::ids::{AnyBlobId, BlobId, PackId};
 use std::collections::HashMap;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct IndexPack {
-    pub id: PackId,
-    pub blobs: Vec<BlobEntry>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct IndexFile {
-    pub packs: Vec<IndexPack>,
-}
-
-impl IndexFile {
-    pub fn encode(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&postcard::to_stdvec(self).expect("index serializes"))
-    }
-    pub fn decode(key: &MasterKey, sealed: &[u8]) -> Result<IndexFile, String> {
-        let plain = key.open(sealed).map_err(|e| e.to_string())?;
-        let f: IndexFile = postcard::from_bytes(&plain).map_err(|e| e.to_string())?;
-        for p in &f.packs {
-            if let Some(b) = p.blobs.iter().find(|b| b.raw_length > MAX_RAW) {
-                return Err(format!(
-                    "blob {} claims {} raw bytes (limit {MAX_RAW})",
-                    b.id.short(),
-                    b.raw_length
-                ));
-            }
-        }
-        Ok(f)
-    }
-}
 
 /// Where a blob lives. `pack` indexes [`Index::packs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +28,7 @@ pub struct BlobLocation {
 const KEY_LEN: usize = 24;
 const COMPRESSED: u32 = 1 << 31;
 const TREE: u32 = 1 << 30;
-/// Largest raw blob length an index may state (1 GiB; chunks are at most a few MiB).
-pub const MAX_RAW: u32 = TREE - 1;
+const _: () = assert!(MAX_RAW == TREE - 1, "the flags sit above every raw length");
 const BUCKET_BITS: u32 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -174,8 +138,8 @@ impl Default for Index {
 
 impl Index {
     /// Position of `id` in the table (`0..len()`), usable as a bit index for marking.
-    pub fn position(&self, id: &BlobId) -> Option<usize> {
-        let key = key_of(id);
+    pub fn position(&self, id: &impl AnyBlobId) -> Option<usize> {
+        let key = key_of(&id.blob());
         let b = bucket_of(&key);
         let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
         self.entries[lo..hi]
@@ -191,10 +155,10 @@ impl Index {
     pub fn locations(&self) -> impl Iterator<Item = BlobLocation> + '_ {
         self.entries.iter().map(Entry::location)
     }
-    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+    pub fn get(&self, id: &impl AnyBlobId) -> Option<BlobLocation> {
         self.position(id).map(|i| self.entries[i].location())
     }
-    pub fn contains(&self, id: &BlobId) -> bool {
+    pub fn contains(&self, id: &impl AnyBlobId) -> bool {
         self.position(id).is_some()
     }
     pub fn pack_id(&self, loc: &BlobLocation) -> PackId {
@@ -222,6 +186,8 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::crypto::MasterKey;
+    use crate::format::pack::BlobEntry;
     use proptest::prelude::*;
 
     #[test]
@@ -299,14 +265,6 @@ mod tests {
                 let id = BlobId(p);
                 prop_assert_eq!(idx.contains(&id), model.contains_key(&id));
             }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn random_bytes_are_errors(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let key = MasterKey::from_secret([3; 32]);
-            prop_assert!(IndexFile::decode(&key, &data).is_err());
         }
     }
 }

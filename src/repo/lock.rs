@@ -8,27 +8,16 @@
 //! Taking a lock: write ours, then list the others. Two processes that race both see each
 //! other, and the one that conflicts backs off, so at worst both back off; never both proceed.
 
-use super::crypto::MasterKey;
 use super::Repository;
 use crate::backends::Backend;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
+pub use crate::format::lock::LockInfo;
+use crate::format::{crypto::MasterKey, layout};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 const REFRESH: Duration = Duration::from_secs(5 * 60);
 const STALE_AFTER_SECS: i64 = 30 * 60;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LockInfo {
-    pub time: i64,
-    pub host: String,
-    pub user: String,
-    pub pid: u32,
-    pub exclusive: bool,
-    /// What the holder is doing (`backup`, `prune`, ...).
-    pub command: String,
-}
 
 impl LockInfo {
     /// Not refreshed for 30 minutes, or its process is gone from this host.
@@ -36,21 +25,7 @@ impl LockInfo {
         if now - self.time > STALE_AFTER_SECS {
             return true;
         }
-        self.host == super::host_user().0 && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
-    }
-
-    pub fn describe(&self) -> String {
-        let when = chrono::DateTime::from_timestamp(self.time, 0)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_default();
-        format!(
-            "{} lock by `{}` of {}@{} pid {} (refreshed {when})",
-            if self.exclusive { "an exclusive" } else { "a shared" },
-            self.command,
-            self.user,
-            self.host,
-            self.pid
-        )
+        self.host == crate::host::host_user().0 && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -59,8 +34,8 @@ fn now() -> i64 {
 }
 
 fn write_lock(backend: &Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
-    let sealed = key.seal(&serde_json::to_vec(info).expect("lock serializes"));
-    let path = format!("locks/{}", blake3::hash(&sealed).to_hex());
+    let sealed = info.seal(key);
+    let path = layout::lock(&blake3::hash(&sealed).to_hex());
     backend.put(&path, sealed)?;
     Ok(path)
 }
@@ -99,17 +74,13 @@ impl Repository {
     /// Lock objects other than `own` (not even downloaded: one class B read fewer).
     fn locks_except(&self, own: &str) -> Result<Vec<(String, Option<LockInfo>)>> {
         let mut out = Vec::new();
-        for n in self.backend().list("locks")? {
-            let path = format!("locks/{n}");
+        for n in self.backend().list(layout::LOCKS)? {
+            let path = layout::lock(&n);
             if path == own {
                 continue;
             }
             let info = match self.backend().get(&path) {
-                Ok(b) => self
-                    .key()
-                    .open(&b)
-                    .ok()
-                    .and_then(|p| serde_json::from_slice::<LockInfo>(&p).ok()),
+                Ok(b) => LockInfo::open(self.key(), &b).ok(),
                 // Removed between list and get: its holder finished.
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -121,7 +92,7 @@ impl Repository {
 
     /// Take a lock for `command`, or fail naming the holder of a conflicting one.
     pub fn lock(&self, exclusive: bool, command: &str) -> Result<RepoLock> {
-        let (host, user) = super::host_user();
+        let (host, user) = crate::host::host_user();
         let mut info = LockInfo {
             time: now(),
             host,

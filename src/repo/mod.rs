@@ -4,35 +4,26 @@
 //! Every object read from the backend is authenticated (and, for blobs, its keyed hash
 //! checked) before it is used.
 
-pub mod archiver;
 pub mod cache;
-pub mod change_filter;
-pub mod check;
-pub mod config;
-pub mod crypto;
-pub mod fsnode;
 pub mod index;
-pub mod keyfile;
 pub mod lock;
-pub mod pack;
-pub mod prune;
-pub mod restorer;
-pub mod retention;
-pub mod snapshot;
-pub mod tree;
+pub mod pack_reader;
+pub mod pack_writer;
 
 use crate::backends::{Backend, BackendError};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, KeyId, PackId, SnapshotId};
+use crate::format::config::{self, Config};
+use crate::format::crypto::MasterKey;
+use crate::format::keyfile::{KdfParams, KeyFile, KeyFileError};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{self, Tree};
+use crate::format::{layout, pack};
+use crate::host::host_user;
+use crate::ids::{AnyBlobId, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cache::Cache;
-use config::Config;
-use crypto::MasterKey;
 use index::{Index, IndexBuilder, IndexFile};
-use keyfile::{KdfParams, KeyFile, KeyFileError};
 use rayon::prelude::*;
-use snapshot::Snapshot;
-use tree::Tree;
 
 /// An opened repository: the backend, the master key, the config and, if enabled, the local
 /// cache of index files, snapshots and tree packs.
@@ -42,32 +33,6 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     cache: Option<Cache>,
-}
-
-/// Run `f` on a thread pool sized for I/O-bound walks: reading many small cold files waits on
-/// the disk, so with only one thread per core the CPU idles. Four threads per core (at least 8)
-/// keep enough reads in flight while CPU stages still use every core. `PBAK_THREADS` overrides.
-pub fn with_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let n = std::env::var("PBAK_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or((cores * 4).max(8));
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("pbak-walk-{i}"))
-        .build()
-    {
-        Ok(pool) => pool.install(f),
-        Err(_) => f(),
-    }
-}
-
-/// Host and user names recorded in keys and snapshots.
-pub fn host_user() -> (String, String) {
-    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    let user = std::env::var("USER").unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string());
-    (host, user)
 }
 
 impl Repository {
@@ -269,7 +234,7 @@ impl Repository {
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {id}"), "not in any index"))?;
         let pack = index.pack_id(&loc);
-        let path = pack::pack_path(&pack);
+        let path = layout::pack(&pack);
         let (offset, len) = (loc.offset as u64, loc.length as u64);
         if let (Some(c), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
             // Tree packs are cached whole: one download serves every tree in them.
@@ -326,8 +291,8 @@ impl Repository {
         })
     }
 
-    pub fn load_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(index, id)?;
+    pub fn load_tree(&self, index: &Index, id: &TreeId) -> Result<Tree> {
+        let bytes = self.read_blob(index, &id.blob())?;
         Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
     }
 
@@ -384,7 +349,7 @@ impl Repository {
     }
 
     /// Follow `subpath` (slash-separated, relative to the snapshot root) to its node's tree.
-    pub fn resolve_path(&self, index: &Index, root: &BlobId, subpath: &str) -> Result<(BlobId, Option<tree::Node>)> {
+    pub fn resolve_path(&self, index: &Index, root: &TreeId, subpath: &str) -> Result<(TreeId, Option<tree::Node>)> {
         let mut current = *root;
         let mut last = None;
         for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {

@@ -2,7 +2,7 @@
 //! xattrs incl. POSIX ACLs, device numbers, sparse extents) into a [`Node`], and apply a
 //! node's metadata to a restored path. Nothing here follows a symlink.
 
-use super::tree::{Node, NodeKind, Time};
+use crate::format::tree::{Node, NodeKind, Time};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 use std::collections::HashMap;
 use std::ffi::OsStr;

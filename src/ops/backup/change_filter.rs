@@ -14,8 +14,8 @@
 //! Every visited directory is listed again, which is how deletions, renames and new names
 //! (hard links) are seen: a changed entry list always changes the directory's own inode.
 
-use super::index::Index;
-use super::tree::Node;
+use crate::format::tree::Node;
+use crate::repo::index::Index;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,7 @@ impl ChangeFilter {
     pub fn reusable<'a>(&self, read: &Path, ino: u64, pnode: Option<&'a Node>, index: &Index) -> Option<&'a Node> {
         let p = pnode?;
         let fresh = p.inode == ino && !self.inodes.contains(&ino) && !(p.is_dir() && self.dirty.contains(read));
-        let stored = p.content.iter().chain(&p.subtree).all(|id| index.contains(id));
+        let stored = p.content.iter().all(|id| index.contains(id)) && p.subtree.is_none_or(|t| index.contains(&t));
         (fresh && stored).then_some(p)
     }
 }

@@ -1,7 +1,4 @@
-//! `forget` and `prune`.
-//!
-//! `forget` deletes snapshot objects chosen by keep rules (per host and path set, as restic
-//! groups them) or by id. `prune` then deletes the data no snapshot needs:
+//! `prune`: delete the data no snapshot needs (`forget` removes the snapshots first):
 //!
 //! 1. read every index file and mark, by walking every snapshot's trees, each blob in use;
 //! 2. packs with no used blob are deleted; packs with some unused bytes are repacked (their
@@ -15,98 +12,17 @@
 //! Prune runs under the exclusive lock, so no backup adds packs meanwhile. If any snapshot
 //! refers to a blob that is in no index, prune stops before deleting anything.
 
-use super::index::{Index, IndexBuilder, IndexFile, IndexPack};
-use super::pack::{decode_header, pack_path, BlobKind, PackBuilder, SealedBlob};
-use super::retention::{keep, KeepRules};
-use super::snapshot::Snapshot;
-use super::Repository;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, PackId, SnapshotId};
+use crate::format::layout;
+use crate::format::pack::{decode_header, BlobKind, SealedBlob};
+use crate::format::snapshot::Snapshot;
+use crate::ids::{AnyBlobId, PackId, SnapshotId, TreeId};
+use crate::repo::index::{Index, IndexBuilder, IndexFile, IndexPack};
+use crate::repo::pack_writer::PackBuilder;
+use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-// ---- forget ----
-
-/// Which snapshot fields form a retention group.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GroupBy {
-    pub host: bool,
-    pub paths: bool,
-    pub tags: bool,
-}
-
-impl GroupBy {
-    /// `host,paths` (restic's default), any subset of `host`, `paths`, `tags`, or empty.
-    pub fn parse(s: &str) -> Result<GroupBy> {
-        let mut g = GroupBy::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part {
-                "host" => g.host = true,
-                "paths" => g.paths = true,
-                "tags" => g.tags = true,
-                _ => {
-                    return Err(Error::Usage(format!(
-                        "unknown --group-by field {part:?}: use host, paths and/or tags"
-                    )))
-                }
-            }
-        }
-        Ok(g)
-    }
-
-    fn key(&self, s: &Snapshot) -> String {
-        let mut k = Vec::new();
-        if self.host {
-            k.push(format!("host {}", s.host));
-        }
-        if self.paths {
-            k.push(format!("paths {}", s.paths.join(",")));
-        }
-        if self.tags {
-            let mut t = s.tags.clone();
-            t.sort();
-            k.push(format!("tags {}", t.join(",")));
-        }
-        k.join("; ")
-    }
-}
-
-/// One retention group and the verdict for each of its snapshots (oldest first).
-#[derive(Debug)]
-pub struct ForgetGroup {
-    pub key: String,
-    pub snapshots: Vec<(SnapshotId, Snapshot, bool)>,
-}
-
-/// Apply `rules` per group. Empty rules keep everything.
-pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, rules: &KeepRules, by: GroupBy) -> Vec<ForgetGroup> {
-    let mut groups: Vec<ForgetGroup> = Vec::new();
-    for (id, s) in snaps {
-        let key = by.key(&s);
-        match groups.iter_mut().find(|g| g.key == key) {
-            Some(g) => g.snapshots.push((id, s, true)),
-            None => groups.push(ForgetGroup {
-                key,
-                snapshots: vec![(id, s, true)],
-            }),
-        }
-    }
-    for g in &mut groups {
-        let times: Vec<_> = g.snapshots.iter().map(|(_, s, _)| s.datetime()).collect();
-        for (verdict, k) in g.snapshots.iter_mut().zip(keep(&times, rules)) {
-            verdict.2 = k;
-        }
-    }
-    groups
-}
-
-pub fn delete_snapshot(repo: &Repository, id: &SnapshotId) -> Result<()> {
-    repo.backend().delete(&format!("snapshots/{id}"))?;
-    Ok(())
-}
-
-// ---- prune ----
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -179,7 +95,8 @@ impl Marks {
 /// Mark every blob reachable from the snapshots' trees.
 fn mark_used(repo: &Repository, index: &Index, snaps: &[(SnapshotId, Snapshot)]) -> Result<Marks> {
     let marks = Marks::new(index.blob_count());
-    let missing = |what: String, id: &BlobId| {
+    let missing = |what: String, id: &dyn AnyBlobId| {
+        let id = id.blob();
         Error::corrupt(
             what,
             format!("refers to blob {id}, which is in no index; prune deleted nothing (run `pbak check`)"),
@@ -195,7 +112,7 @@ fn mark_used(repo: &Repository, index: &Index, snaps: &[(SnapshotId, Snapshot)])
         }
     }
     while !level.is_empty() {
-        let next: Vec<Vec<BlobId>> = level
+        let next: Vec<Vec<TreeId>> = level
             .par_iter()
             .map(|tid| {
                 let tree = repo.load_tree(index, tid)?;
@@ -281,7 +198,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)
             delete.push(*pid);
         } else if !exists {
             return Err(Error::corrupt(
-                pack_path(pid),
+                layout::pack(pid),
                 "holds data in use but is missing; prune deleted nothing (run `pbak check`)",
             ));
         } else if u.used < u.total {
@@ -376,12 +293,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)
     log(&format!("deleting {} packs", dropped.len() + unreferenced.len()));
     let paths: Vec<String> = dropped
         .iter()
-        .map(pack_path)
+        .map(layout::pack)
         .chain(
             unreferenced
                 .iter()
                 .filter_map(|h| PackId::from_hex(h))
-                .map(|p| pack_path(&p)),
+                .map(|p| layout::pack(&p)),
         )
         .collect();
     paths
@@ -406,7 +323,7 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
     let mut written = Vec::new();
     let flush = |b: PackBuilder, written: &mut Vec<IndexPack>| -> Result<()> {
         let fin = b.finish(repo.key())?;
-        repo.backend().put_spool(&pack_path(&fin.id), fin.body)?;
+        repo.backend().put_spool(&layout::pack(&fin.id), fin.body)?;
         written.push(IndexPack {
             id: fin.id,
             blobs: fin.blobs,
@@ -418,7 +335,7 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
         let blobs: Vec<Vec<SealedBlob>> = group
             .par_iter()
             .map(|pid| {
-                let path = pack_path(pid);
+                let path = layout::pack(pid);
                 let bytes = repo.backend().get(&path)?;
                 if blake3::hash(&bytes).as_bytes() != &pid.0 {
                     return Err(Error::corrupt(&path, "content does not match its name; prune stopped"));

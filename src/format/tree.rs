@@ -2,7 +2,8 @@
 //! (postcard) so identical directories deduplicate. Decoding rejects names that could
 //! escape a restore target (`/`, `.`, `..`, NUL, empty) and unsorted or duplicate entries.
 
-use crate::ids::BlobId;
+use super::FormatError;
+use crate::ids::{DataId, TreeId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +46,8 @@ pub struct Node {
     pub link_target: Vec<u8>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// File content chunks in order (over the data extents when sparse).
-    pub content: Vec<BlobId>,
-    pub subtree: Option<BlobId>,
+    pub content: Vec<DataId>,
+    pub subtree: Option<TreeId>,
     /// For sparse files: the (offset, length) data regions; everything else is a hole.
     /// Chunks never span two regions.
     pub extents: Option<Vec<(u64, u64)>>,
@@ -81,17 +82,18 @@ impl Tree {
         postcard::to_stdvec(self).expect("tree serializes")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Tree, String> {
-        let t: Tree = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<Tree, FormatError> {
+        let t: Tree = postcard::from_bytes(bytes)?;
+        let invalid = |m: String| Err(FormatError::Invalid(m));
         for (i, n) in t.nodes.iter().enumerate() {
             if !is_safe_name(&n.name) {
-                return Err(format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name)));
+                return invalid(format!("unsafe entry name {:?}", String::from_utf8_lossy(&n.name)));
             }
             if i > 0 && t.nodes[i - 1].name >= n.name {
-                return Err("entries not sorted or duplicated".into());
+                return invalid("entries not sorted or duplicated".into());
             }
             if n.is_dir() != n.subtree.is_some() {
-                return Err("directory without subtree or subtree on a non-directory".into());
+                return invalid("directory without subtree or subtree on a non-directory".into());
             }
         }
         Ok(t)
@@ -129,7 +131,7 @@ mod tests {
             xattrs: vec![],
             content: vec![],
             subtree: if kind == NodeKind::Dir {
-                Some(BlobId([0; 32]))
+                Some(TreeId([0; 32]))
             } else {
                 None
             },

@@ -14,11 +14,11 @@
 
 use crate::btrfs;
 use crate::error::{Error, Result};
-use crate::repo::archiver::{self, BackupOptions, BackupResult, Progress, Source};
-use crate::repo::change_filter::ChangeFilter;
+use crate::format::snapshot::BtrfsOrigin;
+use crate::ops::backup::change_filter::ChangeFilter;
+use crate::ops::backup::{self as archiver, BackupOptions, BackupResult, Progress, Source};
+use crate::ops::forget::retention::{keep, KeepRules};
 use crate::repo::index::Index;
-use crate::repo::retention::{keep, KeepRules};
-use crate::repo::snapshot::BtrfsOrigin;
 use crate::repo::Repository;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use std::ffi::OsStr;

@@ -6,14 +6,15 @@
 //! directories on the way are created by us, and files are opened with O_NOFOLLOW, so
 //! nothing in a repository can make a restore write outside the target.
 
-use super::fsnode::{apply_metadata, make_special};
-use super::index::Index;
-use super::pack::{pack_path, with_window, READ_WINDOW};
-use super::snapshot::Snapshot;
-use super::tree::{Node, NodeKind};
-use super::Repository;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, PackId};
+use crate::format::layout;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::fs::node::{apply_metadata, make_special};
+use crate::ids::{AnyBlobId, DataId, PackId, TreeId};
+use crate::repo::index::Index;
+use crate::repo::pack_reader::{with_window, READ_WINDOW};
+use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -83,7 +84,7 @@ fn matches_any(pats: &[glob::Pattern], path: &Path) -> bool {
 struct ContentPlan {
     files: Vec<Box<Path>>,
     /// pack → (blob, file number, offset in the file)
-    by_pack: HashMap<PackId, Vec<(BlobId, u32, u64)>>,
+    by_pack: HashMap<PackId, Vec<(DataId, u32, u64)>>,
 }
 
 /// State shared by the walks over the snapshot's trees.
@@ -111,7 +112,7 @@ struct Entry<'n> {
 
 impl Walk<'_> {
     /// Visit every entry below `tree` (parents before children; siblings' subtrees in parallel).
-    fn walk(&self, tree: &BlobId, rel: &Path, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
+    fn walk(&self, tree: &TreeId, rel: &Path, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
         let t = self.repo.load_tree(self.index, tree)?;
         let entries: Vec<Entry> = t
             .nodes
@@ -369,8 +370,8 @@ fn remove_existing(path: &Path) {
 }
 
 /// Where each chunk of a file goes: dense files back to back, sparse files into their extents.
-fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(BlobId, u64)>> {
-    let len_of = |id: &BlobId| {
+fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)>> {
+    let len_of = |id: &DataId| {
         index
             .get(id)
             .map(|l| l.raw_length as u64)
@@ -413,8 +414,8 @@ fn write_contents(
     let files = plan.files;
     let packs: Vec<_> = plan.by_pack.into_iter().collect();
     packs.into_par_iter().try_for_each(|(pack, mut targets)| {
-        let path = pack_path(&pack);
-        let loc_of = |id: &BlobId| index.get(id).expect("planned blobs are indexed");
+        let path = layout::pack(&pack);
+        let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
         targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
         let mut i = 0;
         while i < targets.len() {
@@ -440,7 +441,7 @@ fn write_contents(
                     let sealed = span
                         .get_mut(s..s + l.length as usize)
                         .ok_or_else(|| Error::corrupt(&path, "shorter than the index says"))?;
-                    repo.open_blob_in_place(&path, &id, l.compressed, l.raw_length, sealed, |data| {
+                    repo.open_blob_in_place(&path, &id.blob(), l.compressed, l.raw_length, sealed, |data| {
                         while k < j && targets[k].0 == id {
                             let (_, file, off) = targets[k];
                             let fpath = target.join(&files[file as usize]);
@@ -470,7 +471,7 @@ fn verify_file(repo: &Repository, index: &Index, path: &Path, node: &Node) -> Re
         path: path.to_path_buf(),
         reason,
     };
-    let f = super::fsnode::open_noatime(path).map_err(|e| Error::io(path, e))?;
+    let f = crate::fs::node::open_noatime(path).map_err(|e| Error::io(path, e))?;
     let md = f.metadata().map_err(|e| Error::io(path, e))?;
     if md.len() != node.size {
         return Err(fail(format!("size {} instead of {}", md.len(), node.size)));
@@ -479,7 +480,7 @@ fn verify_file(repo: &Repository, index: &Index, path: &Path, node: &Node) -> Re
         let len = index.get(&id).expect("indexed").raw_length as usize;
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, off).map_err(|e| Error::io(path, e))?;
-        if repo.key().blob_id(&buf) != id {
+        if repo.key().blob_id(&buf) != id.blob() {
             return Err(fail(format!("content at offset {off} differs from the snapshot")));
         }
     }

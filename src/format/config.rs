@@ -1,5 +1,6 @@
 //! The repository config object: identity and the parameters every writer must share.
 
+use super::FormatError;
 use crate::chunker::ChunkerParams;
 use crate::ids::RepoId;
 use serde::{Deserialize, Serialize};
@@ -31,13 +32,18 @@ impl Config {
     }
 
     /// Parse the decrypted config and check every field is usable.
-    pub fn decode(plain: &[u8]) -> Result<Config, String> {
-        let c: Config = serde_json::from_slice(plain).map_err(|e| e.to_string())?;
+    pub fn decode(plain: &[u8]) -> Result<Config, FormatError> {
+        let c: Config = serde_json::from_slice(plain)?;
         if !c.chunker.is_valid() {
-            return Err(format!("invalid chunker parameters {:?}", c.chunker));
+            return Err(FormatError::Invalid(format!(
+                "invalid chunker parameters {:?}",
+                c.chunker
+            )));
         }
         if !(1 << 20..=1 << 30).contains(&c.pack_size) || !(-7..=22).contains(&c.compression) {
-            return Err("pack size or compression level out of range".into());
+            return Err(FormatError::Invalid(
+                "pack size or compression level out of range".into(),
+            ));
         }
         Ok(c)
     }

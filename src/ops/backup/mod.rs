@@ -10,15 +10,19 @@
 //! Index files are written every `INDEX_EVERY` packs, so an interrupted backup's stored
 //! packs are known to the next run and not uploaded again.
 
-use super::change_filter::ChangeFilter;
-use super::fsnode::{data_extents, node_from_metadata, open_noatime};
-use super::index::{Index, IndexFile, IndexPack};
-use super::pack::{pack_path, random_below, BlobKind, FinishedPack, PackBuilder, SealedBlob};
-use super::snapshot::{BtrfsOrigin, ChangeDetection, Snapshot, Summary};
-use super::tree::{Node, NodeKind, Time, Tree};
-use super::Repository;
+pub mod change_filter;
+
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, SnapshotId};
+use crate::format::layout;
+use crate::format::pack::{random_below, BlobKind, SealedBlob};
+use crate::format::snapshot::{BtrfsOrigin, ChangeDetection, Snapshot, Summary};
+use crate::format::tree::{Node, NodeKind, Time, Tree};
+use crate::fs::node::{data_extents, node_from_metadata, open_noatime};
+use crate::ids::{BlobId, DataId, SnapshotId, TreeId};
+use crate::repo::index::{Index, IndexFile, IndexPack};
+use crate::repo::pack_writer::{FinishedPack, PackBuilder};
+use crate::repo::Repository;
+use change_filter::ChangeFilter;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
@@ -304,7 +308,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
             abort: &abort,
             progress,
         };
-        let r = super::with_io_pool(|| match &trie {
+        let r = crate::host::with_io_pool(|| match &trie {
             Trie::Leaf(read) => ctx.archive_dir(read, Path::new("/"), parent_tree.as_ref(), dev_of(read)),
             Trie::Inner(map) => ctx.archive_trie(map, Path::new("/"), parent_tree.as_ref()),
         });
@@ -334,7 +338,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
     upload.flush_index(true)?;
 
     let warnings = warnings.into_inner().expect("lock");
-    let (host, user) = (opts.host.clone(), super::host_user().1);
+    let (host, user) = (opts.host.clone(), crate::host::host_user().1);
     let now = chrono::Utc::now();
     let g = |a: &AtomicU64| a.load(Relaxed);
     let filtered = opts.change_filter.is_some() && parent.is_some();
@@ -493,7 +497,7 @@ impl Uploader<'_> {
             let r = if self.dry_run {
                 Ok(())
             } else {
-                self.repo.backend().put_spool(&pack_path(&p.id), p.body)
+                self.repo.backend().put_spool(&layout::pack(&p.id), p.body)
             };
             let r = r.map_err(Error::from).and_then(|()| {
                 self.done.lock().expect("lock").push(IndexPack {
@@ -605,10 +609,10 @@ impl Ctx<'_> {
         Ok(id)
     }
 
-    fn save_chunks(&self, chunks: &[&[u8]]) -> Result<Vec<BlobId>> {
+    fn save_chunks(&self, chunks: &[&[u8]]) -> Result<Vec<DataId>> {
         let ids = chunks
             .par_iter()
-            .map(|c| self.save_blob(BlobKind::Data, c))
+            .map(|c| self.save_blob(BlobKind::Data, c).map(DataId::of))
             .collect::<Result<Vec<_>>>()?;
         let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         self.stats.bytes_read.fetch_add(n, Relaxed);
@@ -616,8 +620,9 @@ impl Ctx<'_> {
         Ok(ids)
     }
 
-    fn save_tree(&self, nodes: Vec<Node>) -> Result<BlobId> {
+    fn save_tree(&self, nodes: Vec<Node>) -> Result<TreeId> {
         self.save_blob(BlobKind::Tree, &Tree::new(nodes).encode())
+            .map(TreeId::of)
     }
 
     fn check_abort(&self) -> Result<()> {
@@ -627,7 +632,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn archive_trie(&self, map: &BTreeMap<Vec<u8>, Trie>, rec_dir: &Path, parent: Option<&Tree>) -> Result<BlobId> {
+    fn archive_trie(&self, map: &BTreeMap<Vec<u8>, Trie>, rec_dir: &Path, parent: Option<&Tree>) -> Result<TreeId> {
         let entries: Vec<_> = map.iter().collect();
         let nodes = entries
             .par_iter()
@@ -687,7 +692,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn archive_dir(&self, read: &Path, rec: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<BlobId> {
+    fn archive_dir(&self, read: &Path, rec: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<TreeId> {
         let mut entries: Vec<(Vec<u8>, PathBuf, u64)> = match std::fs::read_dir(read) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
@@ -868,7 +873,7 @@ impl Ctx<'_> {
         &self,
         chunker: &crate::chunker::Chunker,
         r: impl Read,
-        out: &mut Vec<BlobId>,
+        out: &mut Vec<DataId>,
         path: &Path,
     ) -> Result<u64> {
         let mut err = None;
@@ -895,8 +900,8 @@ impl Ctx<'_> {
 mod tests {
     use super::*;
     use crate::backends::{Backend, Location};
-    use crate::repo::config::Config;
-    use crate::repo::keyfile::KdfParams;
+    use crate::format::config::Config;
+    use crate::format::keyfile::KdfParams;
 
     fn local_repo(dir: &Path, pack_size: u32) -> Repository {
         let loc = Location::parse(dir.to_str().unwrap()).unwrap();
@@ -969,7 +974,7 @@ mod tests {
             let (id, blobs) = (p.id, p.blobs);
             let bytes = p.body.into_bytes().unwrap();
             assert_eq!(blake3::hash(&bytes).as_bytes(), &id.0);
-            assert_eq!(super::super::pack::decode_header(repo.key(), &bytes).unwrap(), blobs);
+            assert_eq!(crate::format::pack::decode_header(repo.key(), &bytes).unwrap(), blobs);
         }
     }
 
@@ -982,6 +987,6 @@ mod tests {
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].blobs.len(), 6);
         let bytes = packs.into_iter().next().unwrap().body.into_bytes().unwrap();
-        assert_eq!(super::super::pack::decode_header(repo.key(), &bytes).unwrap().len(), 6);
+        assert_eq!(crate::format::pack::decode_header(repo.key(), &bytes).unwrap().len(), 6);
     }
 }

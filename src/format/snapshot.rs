@@ -1,7 +1,8 @@
 //! Snapshot objects: what was backed up, when, from where, and the root tree.
 
 use super::tree::Time;
-use crate::ids::{BlobId, SnapshotId};
+use super::FormatError;
+use crate::ids::{SnapshotId, TreeId};
 use serde::{Deserialize, Serialize};
 
 /// Where a snapshot-backup's data came from on Btrfs.
@@ -52,7 +53,7 @@ pub struct Snapshot {
     pub user: String,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    pub tree: BlobId,
+    pub tree: TreeId,
     pub parent: Option<SnapshotId>,
     pub btrfs: Option<BtrfsOrigin>,
     pub summary: Summary,
@@ -65,8 +66,8 @@ impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("snapshot serializes")
     }
-    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
-        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, FormatError> {
+        Ok(postcard::from_bytes(bytes)?)
     }
     pub fn datetime(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp(self.time.sec, self.time.nsec).unwrap_or_default()

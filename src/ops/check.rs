@@ -2,12 +2,14 @@
 //! tree refers to is indexed, every indexed pack exists) and, with `read_data`, every pack's
 //! bytes hash to its name and every blob in it authenticates and matches its id.
 
-use super::index::Index;
-use super::pack::{decode_sealed_header, header_len, pack_path, with_window, READ_WINDOW};
-use super::tree::NodeKind;
-use super::Repository;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, PackId};
+use crate::format::layout;
+use crate::format::pack::{decode_sealed_header, header_len};
+use crate::format::tree::NodeKind;
+use crate::ids::{PackId, TreeId};
+use crate::repo::index::Index;
+use crate::repo::pack_reader::{with_window, READ_WINDOW};
+use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -48,9 +50,9 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
         }
     };
     rep.snapshots = snaps.len();
-    let seen = Mutex::new(HashSet::<BlobId>::new());
+    let seen = Mutex::new(HashSet::<TreeId>::new());
     let errors = Mutex::new(Vec::<String>::new());
-    let mut level: Vec<BlobId> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let mut level: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
     while !level.is_empty() {
         level.retain(|id| seen.lock().expect("lock").insert(*id));
         rep.trees += level.len();
@@ -98,7 +100,7 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
 /// Read a whole pack in windows: its bytes must hash to its name, and every blob must open,
 /// match its id and be indexed. Memory stays at one window, whatever the pack size.
 fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
-    let path = pack_path(id);
+    let path = layout::pack(id);
     let corrupt = |reason: String| Error::corrupt(&path, reason);
     let size = repo.backend().size(&path)?;
     if size < 4 {
@@ -107,7 +109,7 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
     // The tail usually holds the whole header; fetch more if it does not.
     let mut tail_start = size.saturating_sub(256 << 10);
     let mut tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
-    let hlen = header_len(&tail[tail.len() - 4..]).map_err(corrupt)? as u64;
+    let hlen = header_len(&tail[tail.len() - 4..]).map_err(|e| corrupt(e.to_string()))? as u64;
     if hlen + 4 > size {
         return Err(corrupt(format!("header length {hlen} exceeds pack size")));
     }
@@ -117,7 +119,7 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
         tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
     }
     let header = &tail[(area - tail_start) as usize..tail.len() - 4];
-    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(corrupt)?;
+    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(|e| corrupt(e.to_string()))?;
     entries.sort_by_key(|e| e.offset);
     let mut hasher = blake3::Hasher::new();
     let (mut pos, mut i) = (0u64, 0);

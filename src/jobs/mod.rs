@@ -1,0 +1,3 @@
+//! Host-side runs that combine the Btrfs layer with repository operations.
+
+pub mod snapshot_backup;

@@ -1,0 +1,9 @@
+//! One module per user-visible operation. Each takes an open [`crate::repo::Repository`],
+//! does its work through the repository's shared machinery (walker, pack writer and reader,
+//! index), and returns a report the CLI prints.
+
+pub mod backup;
+pub mod check;
+pub mod forget;
+pub mod prune;
+pub mod restore;

@@ -1,3 +1,0 @@
-//! Operations that combine the Btrfs layer with the repository layer.
-
-pub mod snapshot_backup;
