@@ -17,7 +17,6 @@
 #![deny(unsafe_code)]
 
 pub mod backends;
-#[allow(unsafe_code)]
 pub mod btrfs;
 pub mod chunker;
 pub mod error;
