@@ -91,7 +91,7 @@ impl Location {
         let fail = |e: opendal::Error| BackendError::BadLocation(self.to_string(), e.to_string());
         match self {
             Location::Local(path) => {
-                let tmp = format!("{}/.tmp", path.trim_end_matches('/'));
+                let tmp = format!("{}/{}", path.trim_end_matches('/'), super::local::TMP_DIR);
                 let b = opendal::services::Fs::default().root(path).atomic_write_dir(&tmp);
                 Ok(Operator::new(b).map_err(fail)?.finish())
             }
