@@ -8,10 +8,11 @@ use crate::format::pack::{decode_sealed_header, header_len};
 use crate::format::tree::NodeKind;
 use crate::ids::{PackId, TreeId};
 use crate::repo::index::Index;
-use crate::repo::pack_reader::{with_window, READ_WINDOW};
+use crate::repo::pack_reader::Cover;
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -52,37 +53,29 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
     rep.snapshots = snaps.len();
     let seen = Mutex::new(HashSet::<TreeId>::new());
     let errors = Mutex::new(Vec::<String>::new());
-    let mut level: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
-    while !level.is_empty() {
-        level.retain(|id| seen.lock().expect("lock").insert(*id));
-        rep.trees += level.len();
-        level = level
-            .par_iter()
-            .flat_map_iter(|id| match repo.load_tree(index, id) {
-                Ok(t) => {
-                    let mut next = Vec::new();
-                    for n in t.nodes {
-                        if n.kind == NodeKind::File {
-                            for c in &n.content {
-                                if !index.contains(c) {
-                                    errors
-                                        .lock()
-                                        .expect("lock")
-                                        .push(format!("tree {}: data blob {c} is not indexed", id.short()));
-                                }
-                            }
-                        }
-                        next.extend(n.subtree);
+    let trees = AtomicUsize::new(0);
+    let error = |e: String| errors.lock().expect("lock").push(e);
+    let roots = snaps
+        .iter()
+        .map(|(_, s)| s.tree)
+        .filter(|id| seen.lock().expect("lock").insert(*id))
+        .collect();
+    let first = |_: &TreeId, id: &TreeId| Ok(seen.lock().expect("lock").insert(*id));
+    repo.walk_levels(index, roots, &first, &|id, tree| {
+        trees.fetch_add(1, Relaxed);
+        match tree {
+            Ok(t) => {
+                for n in t.nodes.iter().filter(|n| n.kind == NodeKind::File) {
+                    for c in n.content.iter().filter(|c| !index.contains(*c)) {
+                        error(format!("tree {}: data blob {c} is not indexed", id.short()));
                     }
-                    next
                 }
-                Err(e) => {
-                    errors.lock().expect("lock").push(e.to_string());
-                    Vec::new()
-                }
-            })
-            .collect();
-    }
+            }
+            Err(e) => error(e.to_string()),
+        }
+        Ok(())
+    })?;
+    rep.trees = trees.into_inner();
     rep.errors.extend(errors.into_inner().expect("lock"));
 
     if read_data {
@@ -103,12 +96,46 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
     let path = layout::pack(id);
     let corrupt = |reason: String| Error::corrupt(&path, reason);
     let size = repo.backend().size(&path)?;
+    let (tail_start, tail, area) = read_tail(repo, &path, size)?;
+    let header = &tail[(area - tail_start) as usize..tail.len() - 4];
+    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(|e| corrupt(e.to_string()))?;
+    entries.sort_by_key(|e| e.offset);
+    let mut hasher = blake3::Hasher::new();
+    repo.read_pack_blobs(
+        id,
+        &entries,
+        Cover::Area(area),
+        // The pack hash covers the stored bytes: hashed before blobs are decrypted in place.
+        &mut |bytes| {
+            hasher.update(bytes);
+        },
+        &mut |i, _| match index.get(&entries[i].id) {
+            Some(_) => Ok(()),
+            None => Err(corrupt(format!("blob {} is not indexed", entries[i].id.short()))),
+        },
+    )?;
+    hasher.update(&tail[(area - tail_start) as usize..]);
+    if hasher.finalize().as_bytes() != &id.0 {
+        return Err(corrupt("content does not match its name (hash mismatch)".into()));
+    }
+    Ok(())
+}
+
+/// The end of a pack of `size` bytes holding at least its header and length field:
+/// `(where it starts, its bytes, where the header starts)`. The tail usually holds the whole
+/// header; more is fetched if it does not. Replies are checked against what was asked for.
+fn read_tail(repo: &Repository, path: &str, size: u64) -> Result<(u64, Vec<u8>, u64)> {
+    let corrupt = |reason: String| Error::corrupt(path, reason);
     if size < 4 {
         return Err(corrupt("shorter than its length field".into()));
     }
-    // The tail usually holds the whole header; fetch more if it does not.
+    let fetch = |start: u64| -> Result<Vec<u8>> {
+        let tail = repo.backend().get_range(path, start, size - start)?;
+        check_reply(&tail, size - start).map_err(corrupt)?;
+        Ok(tail)
+    };
     let mut tail_start = size.saturating_sub(256 << 10);
-    let mut tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
+    let mut tail = fetch(tail_start)?;
     let hlen = header_len(&tail[tail.len() - 4..]).map_err(|e| corrupt(e.to_string()))? as u64;
     if hlen + 4 > size {
         return Err(corrupt(format!("header length {hlen} exceeds pack size")));
@@ -116,51 +143,31 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
     let area = size - 4 - hlen;
     if area < tail_start {
         tail_start = area;
-        tail = repo.backend().get_range(&path, tail_start, size - tail_start)?;
+        tail = fetch(tail_start)?;
     }
-    let header = &tail[(area - tail_start) as usize..tail.len() - 4];
-    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(|e| corrupt(e.to_string()))?;
-    entries.sort_by_key(|e| e.offset);
-    let mut hasher = blake3::Hasher::new();
-    let (mut pos, mut i) = (0u64, 0);
-    while pos < area {
-        // One window: whole blobs up to READ_WINDOW (at least one), or the rest of the area.
-        let mut end = pos;
-        let mut j = i;
-        while j < entries.len() {
-            let e_end = entries[j].offset as u64 + entries[j].length as u64;
-            if j > i && e_end - pos > READ_WINDOW {
-                break;
-            }
-            end = end.max(e_end);
-            j += 1;
-        }
-        if j == entries.len() {
-            end = area;
-        }
-        with_window(|buf| -> Result<()> {
-            repo.backend().get_range_into(&path, pos, end - pos, buf)?;
-            if buf.len() as u64 != end - pos {
-                return Err(corrupt("shorter than its header says".into()));
-            }
-            // The pack hash covers the stored bytes: hash before blobs are decrypted in place.
-            hasher.update(buf);
-            for e in &entries[i..j] {
-                let s = (e.offset as u64 - pos) as usize;
-                let sealed = &mut buf[s..s + e.length as usize];
-                repo.open_blob_in_place(&path, &e.id, e.compressed, e.raw_length, sealed, |_| Ok(()))?;
-                if index.get(&e.id).is_none() {
-                    return Err(corrupt(format!("blob {} is not indexed", e.id.short())));
-                }
-            }
-            Ok(())
-        })?;
-        pos = end;
-        i = j;
+    Ok((tail_start, tail, area))
+}
+
+/// A backend reply must be as long as the range asked for (its size was listed before).
+fn check_reply(reply: &[u8], asked: u64) -> std::result::Result<(), String> {
+    match reply.len() as u64 == asked {
+        true => Ok(()),
+        false => Err(format!(
+            "read {} bytes where {asked} were expected (truncated or changed while read)",
+            reply.len()
+        )),
     }
-    hasher.update(&tail[(area - tail_start) as usize..]);
-    if hasher.finalize().as_bytes() != &id.0 {
-        return Err(corrupt("content does not match its name (hash mismatch)".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_replies_are_named_not_sliced() {
+        assert!(check_reply(&[0; 10], 10).is_ok());
+        let e = check_reply(&[0; 3], 10).unwrap_err();
+        assert!(e.contains("read 3 bytes where 10 were expected"), "{e}");
+        assert!(check_reply(&[], 4).is_err());
     }
-    Ok(())
 }

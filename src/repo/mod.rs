@@ -9,6 +9,7 @@ pub mod index;
 pub mod lock;
 pub mod pack_reader;
 pub mod pack_writer;
+pub mod walk;
 
 use crate::backends::{Backend, BackendError};
 use crate::chunker::Chunker;

@@ -102,42 +102,30 @@ fn mark_used(repo: &Repository, index: &Index, snaps: &[(SnapshotId, Snapshot)])
             format!("refers to blob {id}, which is in no index; prune deleted nothing (run `pbak check`)"),
         )
     };
-    let mut level = Vec::new();
+    let mut roots = Vec::new();
     for (sid, s) in snaps {
         let pos = index
             .position(&s.tree)
             .ok_or_else(|| missing(format!("snapshot {}", sid.short()), &s.tree))?;
         if marks.set(pos) {
-            level.push(s.tree);
+            roots.push(s.tree);
         }
     }
-    while !level.is_empty() {
-        let next: Vec<Vec<TreeId>> = level
-            .par_iter()
-            .map(|tid| {
-                let tree = repo.load_tree(index, tid)?;
-                let mut subtrees = Vec::new();
-                for n in &tree.nodes {
-                    for c in &n.content {
-                        let pos = index
-                            .position(c)
-                            .ok_or_else(|| missing(format!("tree {}", tid.short()), c))?;
-                        marks.set(pos);
-                    }
-                    if let Some(st) = &n.subtree {
-                        let pos = index
-                            .position(st)
-                            .ok_or_else(|| missing(format!("tree {}", tid.short()), st))?;
-                        if marks.set(pos) {
-                            subtrees.push(*st);
-                        }
-                    }
-                }
-                Ok(subtrees)
-            })
-            .collect::<Result<_>>()?;
-        level = next.concat();
-    }
+    let first = |parent: &TreeId, st: &TreeId| {
+        let pos = index
+            .position(st)
+            .ok_or_else(|| missing(format!("tree {}", parent.short()), st))?;
+        Ok(marks.set(pos))
+    };
+    repo.walk_levels(index, roots, &first, &|tid, tree| {
+        for c in tree?.nodes.iter().flat_map(|n| &n.content) {
+            let pos = index
+                .position(c)
+                .ok_or_else(|| missing(format!("tree {}", tid.short()), c))?;
+            marks.set(pos);
+        }
+        Ok(())
+    })?;
     Ok(marks)
 }
 

@@ -7,13 +7,14 @@
 //! nothing in a repository can make a restore write outside the target.
 
 use crate::error::{Error, Result};
-use crate::format::layout;
+use crate::format::pack::BlobEntry;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::fs::node::{apply_metadata, make_special};
 use crate::ids::{AnyBlobId, DataId, PackId, TreeId};
 use crate::repo::index::Index;
-use crate::repo::pack_reader::{with_window, READ_WINDOW};
+use crate::repo::pack_reader::Cover;
+use crate::repo::walk::Order;
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -111,29 +112,22 @@ struct Entry<'n> {
 }
 
 impl Walk<'_> {
-    /// Visit every entry below `tree` (parents before children; siblings' subtrees in parallel).
-    fn walk(&self, tree: &TreeId, rel: &Path, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
-        let t = self.repo.load_tree(self.index, tree)?;
-        let entries: Vec<Entry> = t
-            .nodes
-            .iter()
-            .map(|n| {
-                let name = OsStr::from_bytes(&n.name);
-                Entry {
-                    rel: rel.join(name),
-                    snap: snap.join(name),
-                    node: n,
+    /// Visit every selected entry below `tree` (parents before children; siblings' subtrees
+    /// in parallel); `snap` is the path of `tree` inside the snapshot.
+    fn walk(&self, tree: &TreeId, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
+        self.repo
+            .walk_paths(self.index, tree, snap, Order::Parallel, &|path, node| {
+                if self.sel.excluded(path) {
+                    return Ok(false);
                 }
+                let rel = path.strip_prefix(snap).expect("below the walk's root");
+                f(&Entry {
+                    rel: rel.to_path_buf(),
+                    snap: path.to_path_buf(),
+                    node,
+                })?;
+                Ok(true)
             })
-            .filter(|e| !self.sel.excluded(&e.snap))
-            .collect();
-        entries.par_iter().try_for_each(|e| {
-            f(e)?;
-            match &e.node.subtree {
-                Some(st) if e.node.is_dir() => self.walk(st, &e.rel, &e.snap, f),
-                _ => Ok(()),
-            }
-        })
     }
 
     /// Create `rel` (a directory) and every missing directory above it, once each.
@@ -280,7 +274,7 @@ pub fn restore(
                 snap: base.clone(),
                 node,
             }),
-            _ => w.walk(&tree_id, Path::new(""), &base, f),
+            _ => w.walk(&tree_id, &base, f),
         }
     };
 
@@ -402,8 +396,8 @@ fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)>> {
 }
 
 /// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
-/// at most [`READ_WINDOW`] (a single larger blob is read alone), and each blob is opened once
-/// and written to every place it goes.
+/// at most [`crate::repo::pack_reader::READ_WINDOW`] (a single larger blob alone), and each blob is opened once and
+/// written to every place it goes.
 fn write_contents(
     repo: &Repository,
     index: &Index,
@@ -414,54 +408,41 @@ fn write_contents(
     let files = plan.files;
     let packs: Vec<_> = plan.by_pack.into_iter().collect();
     packs.into_par_iter().try_for_each(|(pack, mut targets)| {
-        let path = layout::pack(&pack);
         let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
         targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
-        let mut i = 0;
-        while i < targets.len() {
-            let start = loc_of(&targets[i].0).offset as u64;
-            let mut j = i;
-            let mut end = start;
-            while j < targets.len() {
-                let l = loc_of(&targets[j].0);
-                let e = l.offset as u64 + l.length as u64;
-                if j > i && e - start > READ_WINDOW {
-                    break;
+        // Each blob once, with the range of `targets` it is written to.
+        let mut blobs: Vec<BlobEntry> = Vec::new();
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for (k, (id, _, _)) in targets.iter().enumerate() {
+            match blobs.last() {
+                Some(b) if b.id == id.blob() => ranges.last_mut().expect("paired").end = k + 1,
+                _ => {
+                    let l = loc_of(id);
+                    blobs.push(BlobEntry {
+                        id: id.blob(),
+                        kind: l.kind,
+                        offset: l.offset,
+                        length: l.length,
+                        raw_length: l.raw_length,
+                        compressed: l.compressed,
+                    });
+                    ranges.push(k..k + 1);
                 }
-                end = end.max(e);
-                j += 1;
             }
-            with_window(|span| -> Result<()> {
-                repo.backend().get_range_into(&path, start, end - start, span)?;
-                let mut k = i;
-                while k < j {
-                    let id = targets[k].0;
-                    let l = loc_of(&id);
-                    let s = (l.offset as u64 - start) as usize;
-                    let sealed = span
-                        .get_mut(s..s + l.length as usize)
-                        .ok_or_else(|| Error::corrupt(&path, "shorter than the index says"))?;
-                    repo.open_blob_in_place(&path, &id.blob(), l.compressed, l.raw_length, sealed, |data| {
-                        while k < j && targets[k].0 == id {
-                            let (_, file, off) = targets[k];
-                            let fpath = target.join(&files[file as usize]);
-                            let f = std::fs::OpenOptions::new()
-                                .write(true)
-                                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                                .open(&fpath)
-                                .map_err(|e| Error::io(&fpath, e))?;
-                            f.write_all_at(data, off).map_err(|e| Error::io(&fpath, e))?;
-                            bytes_done.fetch_add(data.len() as u64, Relaxed);
-                            k += 1;
-                        }
-                        Ok(())
-                    })?;
-                }
-                Ok(())
-            })?;
-            i = j;
         }
-        Ok(())
+        repo.read_pack_blobs(&pack, &blobs, Cover::Blobs, &mut |_| {}, &mut |i, data| {
+            for &(_, file, off) in &targets[ranges[i].clone()] {
+                let fpath = target.join(&files[file as usize]);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&fpath)
+                    .map_err(|e| Error::io(&fpath, e))?;
+                f.write_all_at(data, off).map_err(|e| Error::io(&fpath, e))?;
+                bytes_done.fetch_add(data.len() as u64, Relaxed);
+            }
+            Ok(())
+        })
     })
 }
 
