@@ -1,5 +1,5 @@
-//! The pack writer: a builder streams each blob into its [`Spool`] as it arrives (hashing as
-//! it goes), so a local repository never holds a pack in memory.
+//! One pack being filled: a builder streams each blob into its [`Spool`] as it arrives
+//! (hashing as it goes) and appends the sealed header at the end.
 
 use crate::backends::{BackendError, Spool};
 use crate::format::crypto::MasterKey;

@@ -1,0 +1,166 @@
+//! One file's contents: reuse the parent's chunk list when its metadata is unchanged, else
+//! read it (whole, memory-mapped from a read-only snapshot, or streamed in segments) and
+//! store each new chunk.
+
+use super::walk::Ctx;
+use crate::error::{Error, Result};
+use crate::format::pack::{BlobKind, SealedBlob};
+use crate::format::tree::{Node, NodeKind, Time, Tree};
+use crate::fs::node::{data_extents, open_noatime};
+use crate::ids::{BlobId, DataId, TreeId};
+use rayon::prelude::*;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+
+fn unchanged(prev: &Node, md: &std::fs::Metadata) -> bool {
+    prev.kind == NodeKind::File
+        && prev.size == md.size()
+        && prev.mtime
+            == Time {
+                sec: md.mtime(),
+                nsec: md.mtime_nsec() as u32,
+            }
+        && prev.ctime
+            == Time {
+                sec: md.ctime(),
+                nsec: md.ctime_nsec() as u32,
+            }
+        && prev.inode == md.ino()
+}
+
+impl Ctx<'_> {
+    /// Store a blob unless the repository or this backup already has it.
+    pub(super) fn save_blob(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        let id = self.repo.key().blob_id(data);
+        if self.index.contains(&id) || !self.known.lock().expect("lock").insert(id) {
+            return Ok(id);
+        }
+        let key = self.repo.key();
+        let (sealed, compressed) = match self.compressors.compress_sealed(data, |c| key.seal(c)) {
+            Some(sealed) => (sealed, true),
+            None => (key.seal(data), false),
+        };
+        self.stats.blobs_added.fetch_add(1, Relaxed);
+        self.stats.bytes_added.fetch_add(sealed.len() as u64, Relaxed);
+        self.sink.send(SealedBlob {
+            id,
+            kind,
+            sealed,
+            raw_length: data.len() as u32,
+            compressed,
+        })?;
+        Ok(id)
+    }
+
+    pub(super) fn save_chunks(&self, chunks: &[&[u8]]) -> Result<Vec<DataId>> {
+        let ids = chunks
+            .par_iter()
+            .map(|c| self.save_blob(BlobKind::Data, c).map(DataId::of))
+            .collect::<Result<Vec<_>>>()?;
+        let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        self.stats.bytes_read.fetch_add(n, Relaxed);
+        self.progress.bytes_done.fetch_add(n, Relaxed);
+        Ok(ids)
+    }
+
+    pub(super) fn save_tree(&self, nodes: Vec<Node>) -> Result<TreeId> {
+        self.save_blob(BlobKind::Tree, &Tree::new(nodes).encode())
+            .map(TreeId::of)
+    }
+
+    pub(super) fn archive_file(
+        &self,
+        read: &Path,
+        md: &std::fs::Metadata,
+        node: &mut Node,
+        pnode: Option<&Node>,
+    ) -> Result<()> {
+        if let Some(p) = pnode.filter(|p| unchanged(p, md)) {
+            if p.content.iter().all(|id| self.index.contains(id)) {
+                node.content = p.content.clone();
+                node.extents = p.extents.clone();
+                self.stats.files_unmodified.fetch_add(1, Relaxed);
+                self.progress.bytes_done.fetch_add(md.size(), Relaxed);
+                return Ok(());
+            }
+        }
+        if pnode.is_some_and(|p| p.kind == NodeKind::File) {
+            self.stats.files_changed.fetch_add(1, Relaxed);
+        } else {
+            self.stats.files_new.fetch_add(1, Relaxed);
+        }
+        let io = |e| Error::io(read, e);
+        let chunker = self.repo.chunker();
+        let mut file = open_noatime(read).map_err(io)?;
+        if let Some(ext) = data_extents(&file, md).map_err(io)? {
+            for &(off, len) in &ext {
+                file.seek(SeekFrom::Start(off)).map_err(io)?;
+                self.stream_chunks(&chunker, (&mut file).take(len), &mut node.content, read)?;
+            }
+            node.extents = Some(ext);
+            return Ok(());
+        }
+        let size = md.size() as usize;
+        if size <= chunker.segment_size() {
+            let mut buf = Vec::with_capacity(size);
+            file.read_to_end(&mut buf).map_err(io)?;
+            node.size = buf.len() as u64;
+            let mut off = 0;
+            let chunks: Vec<&[u8]> = chunker
+                .cut_all(&buf)
+                .into_iter()
+                .map(|l| {
+                    off += l;
+                    &buf[off - l..off]
+                })
+                .collect();
+            node.content = self.save_chunks(&chunks)?;
+        } else if self.opts.readonly_source {
+            let map = crate::chunker::map_readonly(&file).map_err(io)?;
+            let mut off = 0;
+            let lens = chunker.cut_all(&map);
+            for group in lens.chunks(16) {
+                let chunks: Vec<&[u8]> = group
+                    .iter()
+                    .map(|l| {
+                        off += l;
+                        &map[off - l..off]
+                    })
+                    .collect();
+                node.content.extend(self.save_chunks(&chunks)?);
+            }
+            node.size = map.len() as u64;
+        } else {
+            node.size = self.stream_chunks(&chunker, &mut file, &mut node.content, read)?;
+        }
+        Ok(())
+    }
+
+    fn stream_chunks(
+        &self,
+        chunker: &crate::chunker::Chunker,
+        r: impl Read,
+        out: &mut Vec<DataId>,
+        path: &Path,
+    ) -> Result<u64> {
+        let mut err = None;
+        let n = chunker
+            .stream(r, |chunks| match self.save_chunks(chunks) {
+                Ok(ids) => {
+                    out.extend(ids);
+                    Ok(())
+                }
+                Err(e) => {
+                    err = Some(e);
+                    Err(std::io::Error::other("aborted"))
+                }
+            })
+            .map_err(|e| err.take().unwrap_or_else(|| Error::io(path, e)));
+        if let Some(e) = err {
+            return Err(e);
+        }
+        n
+    }
+}

@@ -1,0 +1,154 @@
+//! Carrying out a prune [`Plan`], in the write order that keeps every state consistent (see
+//! the module comment of `ops::prune`): new packs, new index files, barrier, old index
+//! files deleted, barrier, dropped packs deleted, barrier.
+
+use super::plan::{Marks, Plan};
+use super::PruneReport;
+use crate::error::{Error, Result};
+use crate::format::layout;
+use crate::format::pack::{decode_header, SealedBlob};
+use crate::ids::PackId;
+use crate::repo::index::{Index, IndexFile, IndexPack};
+use crate::repo::pack_writer::WriterOptions;
+use crate::repo::Repository;
+use rayon::prelude::*;
+use std::collections::HashSet;
+
+/// Blobs per written index file.
+const INDEX_FILE_BLOBS: usize = 50_000;
+
+pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
+    let mut rep = plan.report;
+    rep.temp_packs_removed = repo.backend().remove_stale_spools()?;
+    if plan.delete.is_empty() && plan.repack.is_empty() && plan.unreferenced.is_empty() {
+        log("nothing to prune");
+        return Ok(rep);
+    }
+    let new_packs = if plan.repack.is_empty() {
+        Vec::new()
+    } else {
+        log(&format!("repacking {} packs", plan.repack.len()));
+        repack_packs(repo, &plan.index, &plan.marks, &plan.repack)?
+    };
+    rep.packs_written = new_packs.len();
+
+    log("writing the new index");
+    let dropped: HashSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
+    rep.index_files_written = write_index(repo, plan.files, &dropped, new_packs)?;
+    repo.backend().barrier()?;
+
+    log("removing old index files");
+    plan.index_names
+        .par_iter()
+        .try_for_each(|n| ignore_gone(repo.backend().delete(&layout::in_dir(layout::INDEX, n))))?;
+    rep.index_files_removed = plan.index_names.len();
+    repo.backend().barrier()?;
+
+    log(&format!("deleting {} packs", dropped.len() + plan.unreferenced.len()));
+    let unreferenced = plan.unreferenced.iter().filter_map(|h| PackId::from_hex(h));
+    let paths: Vec<String> = dropped
+        .iter()
+        .copied()
+        .chain(unreferenced)
+        .map(|p| layout::pack(&p))
+        .collect();
+    paths
+        .par_iter()
+        .try_for_each(|p| ignore_gone(repo.backend().delete(p)))?;
+    repo.backend().barrier()?;
+    Ok(rep)
+}
+
+/// New index files listing every kept pack once and the new ones; returns how many.
+fn write_index(
+    repo: &Repository,
+    files: Vec<IndexFile>,
+    dropped: &HashSet<PackId>,
+    new: Vec<IndexPack>,
+) -> Result<usize> {
+    let mut seen: HashSet<PackId> = HashSet::new();
+    let mut keep_packs: Vec<IndexPack> = Vec::new();
+    for f in files {
+        for p in f.packs {
+            if !dropped.contains(&p.id) && seen.insert(p.id) {
+                keep_packs.push(p);
+            }
+        }
+    }
+    keep_packs.extend(new);
+    let (mut out, mut blobs, mut written) = (IndexFile::default(), 0, 0);
+    for p in keep_packs {
+        blobs += p.blobs.len();
+        out.packs.push(p);
+        if blobs >= INDEX_FILE_BLOBS {
+            repo.save_index(&std::mem::take(&mut out))?;
+            written += 1;
+            blobs = 0;
+        }
+    }
+    if !out.packs.is_empty() {
+        repo.save_index(&out)?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+fn ignore_gone(r: std::result::Result<(), crate::backends::BackendError>) -> Result<()> {
+    match r {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Copy the used blobs of `packs` into new packs (verifying each) through the pack writer,
+/// store them, and return their index entries (prune writes the index files itself).
+fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId]) -> Result<Vec<IndexPack>> {
+    let writer = WriterOptions {
+        connections: 1,
+        dry_run: false,
+        index_every: None,
+    };
+    let ((), written) = repo.write_packs(&writer, |sink| {
+        // A few packs at a time: read and verify in parallel, pack in order.
+        for group in packs.chunks(4) {
+            let blobs: Vec<Vec<SealedBlob>> = group
+                .par_iter()
+                .map(|pid| used_blobs(repo, index, marks, pid))
+                .collect::<Result<_>>()?;
+            for b in blobs.into_iter().flatten() {
+                sink.send(b)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// The used blobs of pack `pid`, each opened and hash-checked, as stored.
+fn used_blobs(repo: &Repository, index: &Index, marks: &Marks, pid: &PackId) -> Result<Vec<SealedBlob>> {
+    let path = layout::pack(pid);
+    let bytes = repo.backend().get(&path)?;
+    if blake3::hash(&bytes).as_bytes() != &pid.0 {
+        return Err(Error::corrupt(&path, "content does not match its name; prune stopped"));
+    }
+    let entries = decode_header(repo.key(), &bytes).map_err(|e| Error::corrupt(&path, e))?;
+    let this = index.pack_position(pid).expect("indexed");
+    let mut keep = Vec::new();
+    for e in entries {
+        let Some(pos) = index.position(&e.id) else { continue };
+        let loc = index.location_at(pos);
+        if !marks.get(pos) || loc.pack != this || loc.offset != e.offset {
+            continue;
+        }
+        let sealed = bytes[e.offset as usize..(e.offset + e.length) as usize].to_vec();
+        repo.open_blob(&path, &e.id, e.compressed, e.raw_length, &sealed)?;
+        keep.push(SealedBlob {
+            id: e.id,
+            kind: e.kind,
+            sealed,
+            raw_length: e.raw_length,
+            compressed: e.compressed,
+        });
+    }
+    Ok(keep)
+}
