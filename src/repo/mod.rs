@@ -116,6 +116,18 @@ impl Repository {
         self
     }
 
+    /// The same repository with no cache: every read goes to the backend (`check` checks
+    /// what the repository holds, never the cache's copies).
+    pub fn uncached(&self) -> Repository {
+        Repository {
+            backend: self.backend.clone(),
+            key: self.key.clone(),
+            config: self.config.clone(),
+            key_id: self.key_id,
+            cache: None,
+        }
+    }
+
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
     }

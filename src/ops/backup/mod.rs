@@ -135,7 +135,19 @@ fn start(repo: &Repository, index: &Index, opts: &BackupOptions) -> Result<Start
     })
 }
 
-/// Run a backup of `opts.sources` into `repo`.
+/// `pbak backup`: [`backup`] under a shared lock, with the index loaded after taking it.
+/// `parent`, when given, is a snapshot spec (`latest` or an id prefix).
+pub fn run(repo: &Repository, opts: &BackupOptions, parent: Option<&str>, progress: &Progress) -> Result<BackupResult> {
+    let _lock = repo.lock(false, "backup")?;
+    let index = repo.load_index()?;
+    let mut opts = opts.clone();
+    if let Some(spec) = parent {
+        opts.parent = Some(repo.find_snapshot(spec)?.0);
+    }
+    backup(repo, &index, &opts, progress)
+}
+
+/// Run a backup of `opts.sources` into `repo` (the caller holds a lock).
 pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: &Progress) -> Result<BackupResult> {
     let started = Instant::now();
     let st = start(repo, index, opts)?;

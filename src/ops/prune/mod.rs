@@ -63,7 +63,14 @@ pub struct PruneReport {
     pub temp_packs_removed: usize,
 }
 
-/// Prune `repo`: plan, then (unless a dry run) execute. The caller holds the exclusive lock.
+/// `pbak prune`: [`prune`] under the exclusive lock.
+pub fn run(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
+    let _lock = repo.lock(true, "prune")?;
+    prune(repo, opts, log)
+}
+
+/// Prune `repo`: plan, then (unless a dry run) execute. The caller holds the exclusive lock
+/// (`forget --prune` holds forget's).
 pub fn prune(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
     let plan = plan::plan(repo, opts, log)?;
     if opts.dry_run {
