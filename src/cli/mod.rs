@@ -11,7 +11,7 @@ use args::{Cli, Command, KeyCommand};
 use clap::Parser;
 use pbak::backends::{Backend, BackendOptions, Location};
 use pbak::format::keyfile::KdfParams;
-use pbak::jobs::snapshot_backup;
+use pbak::jobs::{local_snapshots, snapshot_backup};
 use pbak::ops::backup::{self as archiver, BackupOptions, Progress, Source};
 use pbak::ops::forget::retention::{parse_duration, KeepRules};
 use pbak::ops::restore::{self as restorer, RestoreOptions};
@@ -314,8 +314,8 @@ fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
             subvolume,
             snapshot_dir,
         } => {
-            let dir = snapshot_backup::snapshot_dir(subvolume, snapshot_dir.as_deref());
-            for s in snapshot_backup::list_local(subvolume, &dir)? {
+            let dir = local_snapshots::snapshot_dir(subvolume, snapshot_dir.as_deref());
+            for s in local_snapshots::list_local(subvolume, &dir)? {
                 println!("{}  {}", s.time.format("%Y-%m-%d %H:%M:%S"), s.path.display());
             }
             Ok(0)
@@ -331,10 +331,10 @@ fn btrfs_cmd(cli: &Cli, c: &args::BtrfsCommand) -> Result<i32> {
                 anyhow::bail!("no --keep-* rule given: refusing to delete every local snapshot");
             }
             let repo = open_repo(cli)?;
-            let protected = snapshot_backup::protected_snapshot(&repo, subvolume)?;
-            let dir = snapshot_backup::snapshot_dir(subvolume, snapshot_dir.as_deref());
-            let local = snapshot_backup::list_local(subvolume, &dir)?;
-            for s in snapshot_backup::plan_prune(&local, &rules, protected.as_deref()) {
+            let protected = local_snapshots::protected_snapshot(&repo, subvolume)?;
+            let dir = local_snapshots::snapshot_dir(subvolume, snapshot_dir.as_deref());
+            let local = local_snapshots::list_local(subvolume, &dir)?;
+            for s in local_snapshots::plan_prune(&local, &rules, protected.as_deref()) {
                 if *dry_run {
                     println!("would delete {}", s.path.display());
                 } else {

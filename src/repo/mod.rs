@@ -5,6 +5,7 @@
 //! checked) before it is used.
 
 pub mod cache;
+pub mod filter;
 pub mod index;
 pub mod lock;
 pub mod pack_reader;
