@@ -27,5 +27,6 @@ pub mod ids;
 pub mod jobs;
 pub mod ops;
 pub mod repo;
+pub mod secrets;
 
 pub use error::{Error, Result};

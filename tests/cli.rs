@@ -213,6 +213,48 @@ fn corruption_is_detected_and_named() {
 }
 
 #[test]
+fn cat_index_takes_an_index_id_and_checks_the_content_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    p.ok(&["backup", src.to_str().unwrap()]);
+    // Not an id: a clear one-line usage error, and nothing named after the argument is read.
+    for bad in ["nothex", "../config", "abcd"] {
+        let o = p.run(&["cat", "index", bad]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{bad:?} is not an index id")) && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let idx = sh(&format!("ls '{}/index' | head -1", p.repo.display()));
+    let idx = idx.trim();
+    let packs: Vec<serde_json::Value> = serde_json::from_str(&p.ok(&["cat", "index", idx])).unwrap();
+    assert!(!packs.is_empty(), "{packs:?}");
+    for pack in &packs {
+        let id = pack["pack"].as_str().unwrap();
+        assert!(p.repo.join("data").join(&id[..2]).join(id).exists(), "{pack}");
+        assert!(!pack["blobs"].as_array().unwrap().is_empty(), "{pack}");
+    }
+    // Read through the content-hash check: bytes that do not match the name are named corrupt.
+    let path = p.repo.join("index").join(idx);
+    let mut b = fs::read(&path).unwrap();
+    b.extend_from_slice(b"garbage");
+    fs::write(&path, &b).unwrap();
+    let o = p.run(&["--no-cache", "cat", "index", idx]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("corrupt") && err.contains(&format!("index/{idx}")) && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn unreadable_file_gives_partial_snapshot_and_exit_3() {
     if !is_root() {
         panic!("!!! this test needs root to run pbak as `nobody` against a file only root can read");

@@ -1,6 +1,11 @@
-//! Argument definitions. Names follow restic where the concept is the same.
+//! The global flags, the list of commands, and the flags several commands share; each
+//! command's own flags are in `cmd/<command>.rs`. Names follow restic where the concept is
+//! the same.
 
+use super::cmd;
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use pbak::ops::forget::retention::{parse_duration, KeepRules};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -60,94 +65,33 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new repository
-    Init {
-        /// Argon2id memory in MiB for the password key (default 64)
-        #[arg(long)]
-        kdf_memory_mib: Option<u32>,
-        /// Argon2id passes (default 3)
-        #[arg(long)]
-        kdf_iterations: Option<u32>,
-        /// Target pack size in MiB (default 16; larger means fewer B2 transactions)
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        pack_size_mib: Option<u32>,
-    },
+    Init(cmd::init::InitArgs),
     /// Back up files and directories into a new snapshot
-    Backup(BackupArgs),
+    Backup(cmd::backup::BackupArgs),
     /// Take a read-only Btrfs snapshot of each subvolume, back it up, then expire old local snapshots
-    SnapshotBackup(SnapshotBackupArgs),
+    SnapshotBackup(cmd::snapshot_backup::SnapshotBackupArgs),
     /// Manage pbak's local Btrfs snapshots
     #[command(subcommand)]
-    Btrfs(BtrfsCommand),
+    Btrfs(cmd::btrfs::BtrfsCommand),
     /// List snapshots
-    Snapshots {
-        /// Only snapshots of this host
-        #[arg(long)]
-        host: Option<String>,
-        /// Only snapshots containing this path
-        #[arg(long)]
-        path: Option<String>,
-        /// Only snapshots with this tag (repeatable: all must match)
-        #[arg(long)]
-        tag: Vec<String>,
-    },
+    Snapshots(cmd::snapshots::SnapshotsArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
-    Ls {
-        snapshot: String,
-        /// Directory inside the snapshot to list (recursively)
-        path: Option<String>,
-        /// Show mode, owner, size and modification time
-        #[arg(short, long)]
-        long: bool,
-    },
+    Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory
-    Restore {
-        /// `latest`, an id prefix, optionally followed by :/path/inside
-        snapshot: String,
-        /// Directory to restore into (created if missing)
-        #[arg(short, long)]
-        target: PathBuf,
-        /// Only restore paths matching this glob (repeatable)
-        #[arg(long)]
-        include: Vec<String>,
-        /// Do not restore paths matching this glob (repeatable)
-        #[arg(long)]
-        exclude: Vec<String>,
-        /// Re-read the restored files and check them against the snapshot
-        #[arg(long)]
-        verify: bool,
-    },
+    Restore(cmd::restore::RestoreArgs),
     /// Check the repository's structure, and with --read-data every stored byte
-    Check {
-        #[arg(long)]
-        read_data: bool,
-    },
+    Check(cmd::check::CheckArgs),
     /// Remove snapshots by keep rules (per host and paths) or by id; --prune also frees their data
-    Forget(ForgetArgs),
+    Forget(cmd::forget::ForgetArgs),
     /// Delete data no snapshot refers to, repacking partly used packs
     Prune(PruneArgs),
     /// Remove stale locks (of processes gone from this host, or not refreshed for 30 minutes)
-    Unlock {
-        /// Remove every lock, also those of running processes
-        #[arg(long)]
-        remove_all: bool,
-    },
+    Unlock(cmd::unlock::UnlockArgs),
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
-    Key(KeyCommand),
+    Key(cmd::key::KeyCommand),
     /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`, `tree SNAPSHOT[:DIR]`
-    Cat { kind: String, id: Option<String> },
-}
-
-#[derive(Args, Debug)]
-pub struct BackupArgs {
-    /// Files and directories to back up
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Snapshot whose unchanged files are reused (default: the latest of this host and paths)
-    #[arg(long)]
-    pub parent: Option<String>,
-    #[command(flatten)]
-    pub common: BackupCommon,
+    Cat(cmd::cat::CatArgs),
 }
 
 /// Options shared by `backup` and `snapshot-backup`.
@@ -202,26 +146,23 @@ pub struct KeepArgs {
     pub keep_within: Option<String>,
 }
 
-#[derive(Args, Debug)]
-pub struct ForgetArgs {
-    /// Snapshots to remove (id prefixes), in addition to those the keep rules drop
-    pub snapshots: Vec<String>,
-    #[command(flatten)]
-    pub keep: KeepArgs,
-    /// Only consider snapshots of this host
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Only consider snapshots with this tag (repeatable: all must match)
-    #[arg(long)]
-    pub tag: Vec<String>,
-    /// Apply the keep rules separately per group of these fields
-    #[arg(long, default_value = "host,paths")]
-    pub group_by: String,
-    /// Run prune afterwards
-    #[arg(long)]
-    pub prune: bool,
-    #[command(flatten)]
-    pub prune_opts: PruneArgs,
+impl KeepArgs {
+    pub fn rules(&self) -> Result<KeepRules> {
+        Ok(KeepRules {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self
+                .keep_within
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -232,66 +173,4 @@ pub struct PruneArgs {
     /// Only show what would be removed
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct SnapshotBackupArgs {
-    /// Btrfs subvolumes to back up (each gets its own read-only snapshot)
-    #[arg(required = true)]
-    pub subvolumes: Vec<PathBuf>,
-    /// Where local snapshots go (default: .pbak-snapshots at the subvolume's top; relative paths are taken from there)
-    #[arg(long)]
-    pub snapshot_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub common: BackupCommon,
-    #[command(flatten)]
-    pub keep: KeepArgs,
-    /// Compare every file's metadata with the parent instead of asking Btrfs what changed
-    #[arg(long)]
-    pub full_scan: bool,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BtrfsCommand {
-    /// List pbak's local snapshots of a subvolume
-    List {
-        subvolume: PathBuf,
-        #[arg(long)]
-        snapshot_dir: Option<PathBuf>,
-    },
-    /// Delete local snapshots by keep rules (never the last one backed up)
-    Prune {
-        subvolume: PathBuf,
-        #[arg(long)]
-        snapshot_dir: Option<PathBuf>,
-        #[command(flatten)]
-        keep: KeepArgs,
-        /// Only show what would be deleted
-        #[arg(short = 'n', long)]
-        dry_run: bool,
-    },
-    /// Check Btrfs mounts (or the mounts holding PATHs) against the storage presets; exit 1 on warnings
-    Doctor {
-        paths: Vec<PathBuf>,
-        /// Judge the PATHs by this preset instead of by their path: database, containers, cache, general
-        #[arg(long)]
-        preset: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum KeyCommand {
-    /// List keys
-    List,
-    /// Add a key (new password from PBAK_NEW_PASSWORD_FILE or a prompt)
-    Add {
-        #[arg(long)]
-        kdf_memory_mib: Option<u32>,
-        #[arg(long)]
-        kdf_iterations: Option<u32>,
-    },
-    /// Remove a key by id prefix (not the one in use, not the last)
-    Remove { id: String },
-    /// Change the password: add a key with the new password, remove the current one
-    Passwd,
 }

@@ -1,70 +1,10 @@
-//! Where passwords come from. Never argv; files must be private to their owner.
+//! Passwords on the command line: from [`pbak::secrets`] (files, a command, the environment;
+//! never argv), else a prompt on the terminal.
 
 use super::args::Cli;
 use anyhow::{bail, Context, Result};
+use pbak::secrets::{self, Password};
 use std::io::{BufRead, IsTerminal};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use zeroize::Zeroizing;
-
-pub type Password = Zeroizing<Vec<u8>>;
-
-fn strip_newline(mut v: Vec<u8>) -> Password {
-    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        v.pop();
-    }
-    Zeroizing::new(v)
-}
-
-/// Read a secret-holding file, refusing one that group or others can read.
-fn read_private(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let md = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if md.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "{what} {} is readable by group or others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            md.permissions().mode() & 0o777,
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
-}
-
-pub fn from_file(path: &Path) -> Result<Password> {
-    Ok(strip_newline(read_private(path, "password file")?))
-}
-
-/// Load `KEY=VALUE` lines (blank lines and `#` comments ignored, optional `export ` and quotes)
-/// into the environment. Values are never printed.
-pub fn load_env_file(path: &Path) -> Result<()> {
-    let text = String::from_utf8(read_private(path, "env file")?).context("env file is not UTF-8")?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            bail!("{}:{}: expected KEY=VALUE", path.display(), n + 1);
-        };
-        let v = v.trim().trim_matches('"').trim_matches('\'');
-        std::env::set_var(k.trim(), v);
-    }
-    Ok(())
-}
-
-fn from_command(cmd: &str) -> Result<Password> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run PBAK_PASSWORD_COMMAND")?;
-    if !out.status.success() {
-        bail!("PBAK_PASSWORD_COMMAND failed with {}", out.status);
-    }
-    Ok(strip_newline(out.stdout))
-}
 
 fn prompt(what: &str) -> Result<Password> {
     if !std::io::stdin().is_terminal() {
@@ -86,21 +26,15 @@ fn prompt(what: &str) -> Result<Password> {
     }
     eprintln!();
     r.context("cannot read password")?;
-    Ok(strip_newline(line.into_bytes()))
+    Ok(secrets::strip_newline(line.into_bytes()))
 }
 
 /// The repository password.
 pub fn get(cli: &Cli, what: &str) -> Result<Password> {
-    if let Some(f) = &cli.password_file {
-        return from_file(f);
+    match secrets::repository_password(cli.password_file.as_deref())? {
+        Some(pw) => Ok(pw),
+        None => prompt(what),
     }
-    if let Ok(cmd) = std::env::var("PBAK_PASSWORD_COMMAND") {
-        return from_command(&cmd);
-    }
-    if let Ok(p) = std::env::var("PBAK_PASSWORD") {
-        return Ok(Zeroizing::new(p.into_bytes()));
-    }
-    prompt(what)
 }
 
 /// A password for a new repository (asked twice on a terminal).
@@ -120,8 +54,8 @@ pub fn get_new(cli: &Cli) -> Result<Password> {
 
 /// The new password for `key add` / `key passwd`: PBAK_NEW_PASSWORD_FILE or a prompt.
 pub fn get_new_key(_cli: &Cli) -> Result<Password> {
-    if let Some(f) = std::env::var_os("PBAK_NEW_PASSWORD_FILE") {
-        return from_file(Path::new(&f));
+    if let Some(pw) = secrets::new_key_password()? {
+        return Ok(pw);
     }
     let pw = prompt("new password")?;
     if *prompt("it again")? != *pw {

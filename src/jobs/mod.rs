@@ -1,3 +1,4 @@
 //! Host-side runs that combine the Btrfs layer with repository operations.
 
+pub mod local_snapshots;
 pub mod snapshot_backup;

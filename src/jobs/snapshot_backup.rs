@@ -12,77 +12,20 @@
 //! is never deleted by retention (it is the next run's change-detection base); a snapshot
 //! made for a backup that failed is deleted again, so failures do not pile up snapshots.
 
+use super::local_snapshots::{apply_retention, snapshot_dir, subvolume_label, TIME_FORMAT};
 use crate::btrfs;
 use crate::error::{Error, Result};
 use crate::format::snapshot::BtrfsOrigin;
 use crate::ops::backup::change_filter::ChangeFilter;
 use crate::ops::backup::{self as archiver, BackupOptions, BackupResult, Progress, Source};
-use crate::ops::forget::retention::{keep, KeepRules};
+use crate::ops::forget::retention::KeepRules;
 use crate::repo::index::Index;
 use crate::repo::Repository;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::Utc;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-pub const DEFAULT_SNAPSHOT_DIR: &str = ".pbak-snapshots";
-const TIME_FORMAT: &str = "%Y-%m-%dT%H%M%SZ";
-
-/// A local read-only snapshot made by pbak.
-#[derive(Clone, Debug)]
-pub struct LocalSnapshot {
-    pub path: PathBuf,
-    pub time: DateTime<Utc>,
-}
-
-/// `home` for `/home`, `root` for `/`.
-pub fn subvolume_label(subvol: &Path) -> String {
-    subvol
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".into())
-}
-
-pub fn snapshot_dir(subvol: &Path, configured: Option<&Path>) -> PathBuf {
-    match configured {
-        Some(d) if d.is_absolute() => d.to_path_buf(),
-        Some(d) => subvol.join(d),
-        None => subvol.join(DEFAULT_SNAPSHOT_DIR),
-    }
-}
-
-/// pbak's snapshots of `subvol` in `dir`, oldest first.
-pub fn list_local(subvol: &Path, dir: &Path) -> Result<Vec<LocalSnapshot>> {
-    let prefix = format!("{}.", subvolume_label(subvol));
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut out: Vec<LocalSnapshot> = rd
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let stamp = name.strip_prefix(&prefix)?;
-            let time = NaiveDateTime::parse_from_str(stamp, TIME_FORMAT).ok()?.and_utc();
-            Some(LocalSnapshot { path: e.path(), time })
-        })
-        .collect();
-    out.sort_by_key(|s| s.time);
-    Ok(out)
-}
-
-/// Which local snapshots the rules would delete; `protected` is never among them.
-pub fn plan_prune(local: &[LocalSnapshot], rules: &KeepRules, protected: Option<&Path>) -> Vec<LocalSnapshot> {
-    let times: Vec<_> = local.iter().map(|s| s.time).collect();
-    keep(&times, rules)
-        .into_iter()
-        .zip(local)
-        .filter(|(k, s)| !k && Some(s.path.as_path()) != protected)
-        .map(|(_, s)| s.clone())
-        .collect()
-}
 
 pub struct SnapshotBackupOptions {
     pub subvolume: PathBuf,
@@ -100,6 +43,59 @@ pub struct SnapshotBackupResult {
     pub fallback: Option<String>,
     pub local_snapshot: PathBuf,
     pub pruned: Vec<PathBuf>,
+}
+
+/// snapshot-backup over several subvolumes ([`run_all`]); the fields are those of
+/// [`SnapshotBackupOptions`], shared by every subvolume.
+pub struct SnapshotBackupJob {
+    pub subvolumes: Vec<PathBuf>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub backup: BackupOptions,
+    pub keep: KeepRules,
+    pub full_scan: bool,
+}
+
+/// How one subvolume of a [`run_all`] ended.
+pub struct SubvolumeOutcome {
+    pub subvolume: PathBuf,
+    pub result: Result<SnapshotBackupResult>,
+}
+
+/// One subvolume's backup, as [`run_all`] hands it to its caller to run.
+pub type Work<'a> = dyn FnMut() -> Result<SnapshotBackupResult> + 'a;
+
+/// Back up each subvolume on its own, in order, under one shared lock: a subvolume that fails
+/// is reported in its outcome and the others still run. `during` runs each subvolume's work
+/// (and may show its `progress` meanwhile); `done` sees each outcome as soon as it is known.
+/// Only failing to take the lock or to load the index stops the whole run.
+pub fn run_all(
+    repo: &Repository,
+    job: &SnapshotBackupJob,
+    during: &dyn Fn(&Progress, &mut Work) -> Result<SnapshotBackupResult>,
+    done: &mut dyn FnMut(&SubvolumeOutcome),
+) -> Result<Vec<SubvolumeOutcome>> {
+    let _lock = repo.lock(false, "snapshot-backup")?;
+    let mut outcomes = Vec::new();
+    for sv in &job.subvolumes {
+        // Reload: the previous subvolume's packs are now indexed.
+        let index = repo.load_index()?;
+        let opts = SnapshotBackupOptions {
+            subvolume: sv.clone(),
+            snapshot_dir: job.snapshot_dir.clone(),
+            backup: job.backup.clone(),
+            keep: job.keep.clone(),
+            full_scan: job.full_scan,
+        };
+        let progress = Progress::default();
+        let result = during(&progress, &mut || run(repo, &index, &opts, &progress));
+        let outcome = SubvolumeOutcome {
+            subvolume: sv.clone(),
+            result,
+        };
+        done(&outcome);
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
 /// Snapshot, back up, retain. The subvolume must be a Btrfs subvolume root.
@@ -165,11 +161,7 @@ pub fn run(
     };
     let mut pruned = Vec::new();
     if !opts.keep.is_empty() && !b.dry_run {
-        let local = list_local(&subvol, &dir)?;
-        for s in plan_prune(&local, &opts.keep, Some(&snap)) {
-            btrfs::delete_subvolume(&s.path)?;
-            pruned.push(s.path);
-        }
+        pruned = apply_retention(&subvol, &dir, &opts.keep, Some(&snap), false, &mut |_| {})?;
     }
     if b.dry_run {
         btrfs::delete_subvolume(&snap)?;
@@ -180,16 +172,6 @@ pub fn run(
         local_snapshot: snap,
         pruned,
     })
-}
-
-/// The local snapshot the newest repository snapshot of `subvol` was read from, if any.
-pub fn protected_snapshot(repo: &Repository, subvol: &Path) -> Result<Option<PathBuf>> {
-    let uuid = btrfs::subvolume_info(subvol)?.uuid;
-    Ok(repo.snapshots()?.into_iter().rev().find_map(|(_, s)| {
-        s.btrfs
-            .filter(|b| b.subvol_uuid == uuid)
-            .map(|b| PathBuf::from(b.snapshot_path))
-    }))
 }
 
 /// Digest of the options that shape a snapshot's tree besides the files themselves.

@@ -3,7 +3,11 @@
 //! index), and returns a report the CLI prints.
 
 pub mod backup;
+pub mod cat;
 pub mod check;
 pub mod forget;
+pub mod key;
+pub mod ls;
 pub mod prune;
 pub mod restore;
+pub mod snapshots;

@@ -6,6 +6,7 @@
 
 mod blob;
 pub mod cache;
+pub mod filter;
 pub mod index;
 mod keys;
 pub mod lock;

@@ -1,5 +1,9 @@
 //! `forget`: which snapshots the keep rules remove (per group of host, paths or tags), and
 //! deleting them.
+//!
+//! Invariants: [`run`] takes the exclusive lock itself, and a prune asked for with it runs
+//! under that same lock (no backup can start in between); the deletions are made durable
+//! (a backend barrier) before prune reads the remaining snapshots or the operation returns.
 
 pub mod retention;
 
@@ -7,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::ids::SnapshotId;
+use crate::ops::prune::{self, PruneOptions, PruneReport};
+use crate::repo::filter::SnapshotFilter;
 use crate::repo::Repository;
 use retention::{keep, KeepRules};
 
@@ -86,4 +92,67 @@ pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, rules: &KeepRules, by: Gr
 pub fn delete_snapshot(repo: &Repository, id: &SnapshotId) -> Result<()> {
     repo.backend().delete(&layout::snapshot(id))?;
     Ok(())
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    /// Snapshots to remove (`latest` or id prefixes), besides those the rules remove.
+    pub snapshots: Vec<String>,
+    pub rules: KeepRules,
+    /// Only these snapshots are considered, by the rules and by `snapshots` alike.
+    pub filter: SnapshotFilter,
+    pub group_by: GroupBy,
+    pub dry_run: bool,
+    /// Prune afterwards, under the same lock (its `dry_run` is its own).
+    pub prune: Option<PruneOptions>,
+}
+
+#[derive(Debug)]
+pub struct ForgetReport {
+    /// The plan: every considered snapshot, with `false` for those removed (or, in a dry
+    /// run, that would be).
+    pub groups: Vec<ForgetGroup>,
+    pub dry_run: bool,
+    pub pruned: Option<PruneReport>,
+}
+
+/// Take the exclusive lock, resolve the explicit ids, plan, delete unless a dry run, make the
+/// deletions durable, then prune if asked. `on_plan` sees the plan before anything is deleted;
+/// `log` gets prune's progress lines.
+pub fn run(
+    repo: &Repository,
+    opts: &ForgetOptions,
+    on_plan: &mut dyn FnMut(&[ForgetGroup]),
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<ForgetReport> {
+    let _lock = repo.lock(true, "forget")?;
+    let mut explicit = Vec::new();
+    for spec in &opts.snapshots {
+        explicit.push(repo.find_snapshot(spec)?.0);
+    }
+    let mut groups = plan_forget(repo.snapshots_matching(&opts.filter)?, &opts.rules, opts.group_by);
+    // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
+    for g in &mut groups {
+        for (id, _, keep) in &mut g.snapshots {
+            if explicit.contains(id) {
+                *keep = false;
+            }
+        }
+    }
+    on_plan(&groups);
+    if !opts.dry_run {
+        for (id, _, _) in groups.iter().flat_map(|g| &g.snapshots).filter(|s| !s.2) {
+            delete_snapshot(repo, id)?;
+        }
+        repo.backend().barrier()?;
+    }
+    let pruned = match &opts.prune {
+        Some(p) => Some(prune::prune(repo, p, log)?),
+        None => None,
+    };
+    Ok(ForgetReport {
+        groups,
+        dry_run: opts.dry_run,
+        pruned,
+    })
 }

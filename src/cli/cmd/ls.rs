@@ -1,0 +1,72 @@
+//! `pbak ls`: the contents of a snapshot, or of a directory inside it (recursively).
+
+use crate::cli::args::Cli;
+use crate::cli::open_repo;
+use anyhow::Result;
+use clap::Args;
+use pbak::format::tree::{Node, NodeKind};
+use pbak::ops::ls;
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    pub snapshot: String,
+    /// Directory inside the snapshot to list (recursively)
+    pub path: Option<String>,
+    /// Show mode, owner, size and modification time
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+pub fn run(cli: &Cli, a: &LsArgs) -> Result<i32> {
+    let repo = open_repo(cli)?;
+    let index = repo.load_index()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    if !cli.json {
+        println!(
+            "snapshot {} of {} at {}:",
+            id.short(),
+            snap.paths.join(" "),
+            snap.datetime().format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    let sub = a.path.as_deref().unwrap_or("");
+    ls::walk(&repo, &index, &snap, sub, &mut |path, n| line(cli, path, n, a.long))?;
+    Ok(0)
+}
+
+fn kind_char(k: NodeKind) -> char {
+    match k {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDev => 'c',
+        NodeKind::BlockDev => 'b',
+        NodeKind::Socket => 's',
+    }
+}
+
+fn line(cli: &Cli, path: &str, n: &Node, long: bool) {
+    if cli.json {
+        println!(
+            "{}",
+            json!({"path": path, "type": format!("{:?}", n.kind).to_lowercase(), "mode": n.mode, "uid": n.uid, "gid": n.gid,
+                   "size": n.size, "mtime": chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec).map(|d| d.to_rfc3339())})
+        );
+    } else if long {
+        let t = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec).unwrap_or_default();
+        println!(
+            "{}{:04o} {:>6} {:>6} {:>12} {} {}",
+            kind_char(n.kind),
+            n.mode,
+            n.uid,
+            n.gid,
+            n.size,
+            t.format("%Y-%m-%d %H:%M:%S"),
+            path
+        );
+    } else {
+        println!("{path}");
+    }
+}

@@ -1,0 +1,16 @@
+//! One file per command: its own flags, the one library call, and its text or JSON output.
+//! A handler that grows past a screen is library work waiting to be moved into `pbak`.
+
+pub mod backup;
+pub mod btrfs;
+pub mod cat;
+pub mod check;
+pub mod forget;
+pub mod init;
+pub mod key;
+pub mod ls;
+pub mod prune;
+pub mod restore;
+pub mod snapshot_backup;
+pub mod snapshots;
+pub mod unlock;

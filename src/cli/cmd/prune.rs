@@ -1,0 +1,68 @@
+//! `pbak prune`: delete data no snapshot refers to (also run by `forget --prune`).
+
+use crate::cli::args::{Cli, PruneArgs};
+use crate::cli::open_repo;
+use crate::cli::output::human_bytes;
+use anyhow::Result;
+use pbak::ops::prune::{self, PruneOptions, PruneReport};
+use serde_json::json;
+
+pub fn run(cli: &Cli, p: &PruneArgs) -> Result<i32> {
+    let repo = open_repo(cli)?;
+    let _lock = repo.lock(true, "prune")?;
+    let rep = prune::prune(&repo, &options(p), &log(cli))?;
+    print(cli, &rep);
+    Ok(0)
+}
+
+pub fn options(p: &PruneArgs) -> PruneOptions {
+    PruneOptions {
+        max_unused_percent: p.max_unused,
+        dry_run: p.dry_run,
+    }
+}
+
+/// Prune's progress lines go to stderr, unless quiet or JSON.
+pub fn log(cli: &Cli) -> impl Fn(&str) + Sync {
+    let quiet = cli.quiet || cli.json;
+    move |msg| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+pub fn print(cli: &Cli, r: &PruneReport) {
+    if cli.json {
+        println!("{}", json!(r));
+        return;
+    }
+    let would = if r.dry_run { "would be " } else { "" };
+    println!(
+        "{} snapshots; in use: {} blobs, {}; unused: {} blobs, {}",
+        r.snapshots,
+        r.blobs_used,
+        human_bytes(r.bytes_used),
+        r.blobs_unused,
+        human_bytes(r.bytes_unused)
+    );
+    println!(
+        "packs: {} kept, {} {would}deleted, {} {would}repacked ({} copied), {} unindexed {would}deleted",
+        r.packs_kept,
+        r.packs_deleted,
+        r.packs_repacked,
+        human_bytes(r.bytes_repacked),
+        r.unreferenced_packs_deleted
+    );
+    println!(
+        "{} {would}freed; {} unused left in kept packs",
+        human_bytes(r.bytes_freed),
+        human_bytes(r.bytes_unused_after)
+    );
+    if r.temp_packs_removed > 0 {
+        println!(
+            "removed {} partly written packs left by interrupted runs",
+            r.temp_packs_removed
+        );
+    }
+}
