@@ -11,7 +11,8 @@
 //! - [`backends`]: opaque bytes to a local directory, S3 or B2; it knows nothing of keys, so
 //!   no plaintext leaves `repo` unsealed;
 //! - [`btrfs`] (ioctls, used by `jobs`), [`fs`] (local file metadata, used by `ops`);
-//! - leaves any layer may use: [`chunker`], [`host`], [`ids`], [`error`].
+//! - leaves any layer may use: [`chunker`], [`host`], [`secrets`] (password and credential
+//!   files and commands), [`ids`], [`error`].
 //!
 //! `unsafe` is confined to the Btrfs ABI (`btrfs::sys`) and the memory map in `chunker`.
 #![deny(unsafe_code)]

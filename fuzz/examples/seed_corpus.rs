@@ -3,7 +3,7 @@
 //!
 //!     cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 
-use pbak::ids::{BlobId, PackId, SnapshotId};
+use pbak::ids::{BlobId, DataId, PackId, SnapshotId, TreeId};
 use pbak::format::config::Config;
 use pbak::format::crypto::MasterKey;
 use pbak::format::index::{IndexFile, IndexPack};
@@ -105,12 +105,12 @@ fn main() {
 
     let mut file = node("file.txt", NodeKind::File);
     file.size = 201;
-    file.content = vec![BlobId([1; 32]), BlobId([2; 32])];
+    file.content = vec![DataId([1; 32]), DataId([2; 32])];
     file.extents = Some(vec![(0, 100), (4096, 101)]);
     file.xattrs = vec![(b"user.comment".to_vec(), b"hi".to_vec())];
     let mut dir = node("dir", NodeKind::Dir);
     dir.mode = 0o755;
-    dir.subtree = Some(BlobId([3; 32]));
+    dir.subtree = Some(TreeId([3; 32]));
     let mut link = node("link", NodeKind::Symlink);
     link.link_target = b"../elsewhere".to_vec();
     let tree = Tree::new(vec![file, dir, link, node("dev", NodeKind::CharDev)]);
@@ -125,7 +125,7 @@ fn main() {
         user: "user".into(),
         paths: vec!["/home".into(), "/etc".into()],
         tags: vec!["daily".into()],
-        tree: BlobId([4; 32]),
+        tree: TreeId([4; 32]),
         parent: Some(SnapshotId([5; 32])),
         btrfs: Some(BtrfsOrigin {
             subvol_uuid: [6; 16],

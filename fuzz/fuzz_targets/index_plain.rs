@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pbak::format::crypto::MasterKey;
-use pbak::repo::index::{Index, IndexFile};
+use pbak::format::index::IndexFile;
+use pbak::repo::index::IndexBuilder;
 
 fuzz_target!(|data: &[u8]| {
     let key = MasterKey::from_secret([7; 32]);
@@ -14,14 +15,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let again = IndexFile::decode(&key, &file.encode(&key)).expect("a decoded index re-encodes");
     assert_eq!(again, file);
-    let mut index = Index::default();
+    let mut builder = IndexBuilder::default();
     for p in &file.packs {
-        index.add_pack(p);
+        builder.add_pack(p);
     }
+    let index = builder.finish();
     for p in &file.packs {
         for b in &p.blobs {
             let loc = index.get(&b.id).expect("every listed blob is indexed");
-            assert!(index.packs().contains(&index.pack_id(loc)));
+            assert!(index.packs().contains(&index.pack_id(&loc)));
         }
     }
 });

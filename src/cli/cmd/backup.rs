@@ -21,8 +21,6 @@ pub struct BackupArgs {
 
 pub fn run(cli: &Cli, b: &BackupArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
-    let _lock = repo.lock(false, "backup")?;
-    let index = repo.load_index()?;
     let mut opts = options(cli, &b.common)?;
     opts.sources = b
         .paths
@@ -32,12 +30,9 @@ pub fn run(cli: &Cli, b: &BackupArgs) -> Result<i32> {
             read: p.clone(),
         })
         .collect();
-    opts.parent = match &b.parent {
-        Some(p) => Some(repo.find_snapshot(p)?.0),
-        None => None,
-    };
     let progress = Progress::default();
-    let res = output::with_backup_bar(cli, &progress, || archiver::backup(&repo, &index, &opts, &progress))?;
+    let parent = b.parent.as_deref();
+    let res = output::with_backup_bar(cli, &progress, || archiver::run(&repo, &opts, parent, &progress))?;
     output::backup_done(cli, &res, repo.backend().counts());
     Ok(if res.snapshot.partial { EXIT_PARTIAL } else { 0 })
 }

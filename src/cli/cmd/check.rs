@@ -15,11 +15,9 @@ pub struct CheckArgs {
 }
 
 pub fn run(cli: &Cli, a: &CheckArgs) -> Result<i32> {
-    // Check what the repository holds, never the cache's copies.
+    // `check::run` reads the repository, never the cache: do not even create one.
     let repo = open_repo_cached(cli, false)?;
-    let _lock = repo.lock(false, "check")?;
-    let index = repo.load_index()?;
-    let rep = check::check(&repo, &index, a.read_data)?;
+    let rep = check::run(&repo, a.read_data)?;
     print(cli, &rep);
     Ok(if rep.errors.is_empty() { 0 } else { 1 })
 }

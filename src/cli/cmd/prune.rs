@@ -9,8 +9,7 @@ use serde_json::json;
 
 pub fn run(cli: &Cli, p: &PruneArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
-    let _lock = repo.lock(true, "prune")?;
-    let rep = prune::prune(&repo, &options(p), &log(cli))?;
+    let rep = prune::run(&repo, &options(p), &log(cli))?;
     print(cli, &rep);
     Ok(0)
 }

@@ -31,9 +31,7 @@ pub struct RestoreArgs {
 pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
     let (spec, sub) = parse_snapshot_path(&a.snapshot);
     let repo = open_repo(cli)?;
-    let _lock = repo.lock(false, "restore")?;
-    let index = repo.load_index()?;
-    let (id, snap) = repo.find_snapshot(spec)?;
+    let job = restorer::prepare(&repo, spec)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath: sub.to_string(),
@@ -41,12 +39,10 @@ pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
         excludes: a.exclude.clone(),
         verify: a.verify,
     };
-    let total = snap.summary.total_bytes;
+    let total = job.snapshot.summary.total_bytes;
     let done = std::sync::atomic::AtomicU64::new(0);
-    let sum = output::with_bytes_bar(cli, total, &done, || {
-        restorer::restore(&repo, &index, &snap, &opts, &done)
-    })?;
-    print(cli, &id, &sum);
+    let sum = output::with_bytes_bar(cli, total, &done, || job.run(&opts, &done))?;
+    print(cli, &job.id, &sum);
     Ok(0)
 }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::{BtrfsOrigin, ChangeDetection, Snapshot, Summary};
 use crate::format::tree::{Time, Tree};
 use crate::ids::{SnapshotId, TreeId};
+use crate::repo::filter::SnapshotFilter;
 use crate::repo::index::Index;
 use crate::repo::pack_writer::WriterOptions;
 use crate::repo::Repository;
@@ -85,13 +86,13 @@ pub struct BackupResult {
 
 /// The latest snapshot of `host` with exactly these paths: the default parent.
 pub fn find_parent(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
-    let mut want = paths.to_vec();
-    want.sort();
-    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
-        let mut p = s.paths.clone();
-        p.sort();
-        s.host == host && p == want
-    }))
+    let same = SnapshotFilter {
+        hosts: vec![host.to_string()],
+        paths: paths.to_vec(),
+        exact_paths: true,
+        tags: Vec::new(),
+    };
+    Ok(repo.snapshots_matching(&same)?.pop())
 }
 
 /// What a backup starts from: the recorded paths, the parent snapshot and its root tree.

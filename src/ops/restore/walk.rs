@@ -301,4 +301,3 @@ fn remove_existing(path: &Path) {
         }
     }
 }
-
