@@ -21,7 +21,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert("fs", vec!["format", "ids", "error"]);
     m.insert("repo", [&["format", "backends"][..], &LEAVES].concat());
     m.insert("ops", [&["repo", "format", "backends", "fs"][..], &LEAVES].concat());
-    m.insert("jobs", [&["ops", "repo", "format", "backends", "fs", "btrfs"][..], &LEAVES].concat());
+    m.insert(
+        "jobs",
+        [&["ops", "repo", "format", "backends", "fs", "btrfs"][..], &LEAVES].concat(),
+    );
     m.into_iter().map(|(k, v)| (k, &*Vec::leak(v))).collect()
 }
 
@@ -69,7 +72,11 @@ fn crate_refs(code: &str) -> Vec<String> {
         if let Some(group) = rest.strip_prefix('{') {
             let end = group.find('}').unwrap_or(group.len());
             for part in group[..end].split(',') {
-                let name: String = part.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
                 out.push(name);
             }
         } else {
@@ -82,7 +89,13 @@ fn crate_refs(code: &str) -> Vec<String> {
 
 fn top_module(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -128,13 +141,23 @@ fn unsafe_only_in_the_btrfs_abi_and_the_mmap() {
             }
         }
     }
-    assert!(bad.is_empty(), "unsafe outside btrfs/sys.rs and the mmap:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "unsafe outside btrfs/sys.rs and the mmap:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn the_checks_themselves_see_what_they_look_for() {
     assert_eq!(crate_refs("use crate::{ids::A, repo::Repository};"), ["ids", "repo"]);
-    assert_eq!(crate_refs("let x = crate::ops::backup::run(); // crate::jobs"), ["ops", "jobs"]);
-    assert_eq!(code("let x = crate::ops::run(); // crate::jobs"), "let x = crate::ops::run(); ");
+    assert_eq!(
+        crate_refs("let x = crate::ops::backup::run(); // crate::jobs"),
+        ["ops", "jobs"]
+    );
+    assert_eq!(
+        code("let x = crate::ops::run(); // crate::jobs"),
+        "let x = crate::ops::run(); "
+    );
     assert!(!code(r#"Err("unsafe entry name")"#).contains("unsafe"));
 }

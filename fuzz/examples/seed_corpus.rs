@@ -3,7 +3,7 @@
 //!
 //!     cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 
-use pbak::ids::{BlobId, DataId, PackId, SnapshotId, TreeId};
+use pbak::ids::{DataId, PackId, SnapshotId, TreeId};
 use pbak::format::config::Config;
 use pbak::format::crypto::MasterKey;
 use pbak::format::index::{IndexFile, IndexPack};
@@ -77,7 +77,9 @@ fn main() {
         })
         .expect("memory pack");
     }
-    let bytes = builder.finish(&key).expect("memory pack").body.into_bytes().expect("memory pack");
+    let pack = builder.finish(&key).expect("memory pack");
+    let (pack_id, pack_blobs) = (pack.id, pack.blobs.clone());
+    let bytes = pack.body.into_bytes().expect("memory pack");
     write("pack_header", "valid", &bytes);
     let n = bytes.len();
     let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
@@ -90,12 +92,12 @@ fn main() {
     let index = IndexFile {
         packs: vec![
             IndexPack {
-                id: pack.id,
-                blobs: pack.blobs.clone(),
+                id: pack_id,
+                blobs: pack_blobs.clone(),
             },
             IndexPack {
                 id: PackId([9; 32]),
-                blobs: pack.blobs[..1].to_vec(),
+                blobs: pack_blobs[..1].to_vec(),
             },
         ],
     };

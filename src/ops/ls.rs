@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Node;
 use crate::repo::index::Index;
+use crate::repo::walk::Order;
 use crate::repo::Repository;
 
 /// Call `visit` with each entry below `subpath` (relative to the snapshot root; empty for all)
@@ -17,7 +18,7 @@ pub fn walk(
     index: &Index,
     snap: &Snapshot,
     subpath: &str,
-    visit: &mut dyn FnMut(&str, &Node),
+    visit: &(dyn Fn(&str, &Node) + Sync),
 ) -> Result<()> {
     let (tree, single) = repo.resolve_path(index, &snap.tree, subpath)?;
     let base = format!("/{}", subpath.trim_matches('/'));
@@ -25,17 +26,9 @@ pub fn walk(
         visit(&base, &n);
         return Ok(());
     }
-    let mut stack = vec![(base.trim_end_matches('/').to_string(), tree)];
-    while let Some((prefix, id)) = stack.pop() {
-        let t = repo.load_tree(index, &id)?;
-        for n in t.nodes.iter() {
-            visit(&format!("{prefix}/{}", String::from_utf8_lossy(&n.name)), n);
-        }
-        for n in t.nodes.iter().rev() {
-            if let Some(st) = n.subtree {
-                stack.push((format!("{prefix}/{}", String::from_utf8_lossy(&n.name)), st));
-            }
-        }
-    }
-    Ok(())
+    let dir = std::path::Path::new(&base);
+    repo.walk_paths(index, &tree, dir, Order::Sequential, &|path, n| {
+        visit(&path.to_string_lossy(), n);
+        Ok(true)
+    })
 }

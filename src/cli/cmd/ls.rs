@@ -31,7 +31,7 @@ pub fn run(cli: &Cli, a: &LsArgs) -> Result<i32> {
         );
     }
     let sub = a.path.as_deref().unwrap_or("");
-    ls::walk(&repo, &index, &snap, sub, &mut |path, n| line(cli, path, n, a.long))?;
+    ls::walk(&repo, &index, &snap, sub, &|path, n| line(cli, path, n, a.long))?;
     Ok(0)
 }
 
