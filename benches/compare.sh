@@ -11,12 +11,36 @@
 # compact); plus the machine's ceiling for the first backup: tar | zstd -3 -T0.
 # Prints wall, CPU, peak RSS and repository size per step and tool, and pbak's ratios.
 # rustic is measured when `rustic` is on PATH or RUSTIC names it (cargo install rustic-rs).
+#
+# BASE=/path/to/old/pbak adds the tool `pbak-base`: the same commands as `pbak` run with that
+# binary (its own repository, restore dir), and prints pbak / pbak-base wall, CPU and RSS per step
+# (for refactors: old and new binaries side by side in one run).
+# TOOLS="pbak pbak-base" (space separated, in that order) runs only these tools; default
+# pbak [pbak-base] restic borg [rustic]. The ceiling is measured either way; peers' packages are
+# installed only for the tools that run.
 set -euo pipefail
 W=${1:-/var/tmp/pbak-compare}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PBAK=${PBAK:-$ROOT/target/release/pbak}
-[ -x "$PBAK" ] || (cd "$ROOT" && cargo build --release --quiet)
-for p in restic borgbackup linux-source-6.12 zstd; do
+BASE=${BASE:-}
+RUSTIC=${RUSTIC:-$(command -v rustic || true)}
+if [ -n "${TOOLS:-}" ]; then
+  read -ra tools <<< "$TOOLS"
+else
+  tools=(pbak); [ -n "$BASE" ] && tools+=(pbak-base); tools+=(restic borg); [ -n "$RUSTIC" ] && tools+=(rustic)
+fi
+has_tool() { local t; for t in "${tools[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
+for t in "${tools[@]}"; do
+  case $t in
+    pbak|restic|borg) ;;
+    pbak-base) [ -x "$BASE" ] || { echo "pbak-base needs BASE=<old pbak binary> (got '${BASE}')" >&2; exit 2; } ;;
+    rustic) [ -n "$RUSTIC" ] || { echo "rustic needs rustic on PATH or RUSTIC=<binary>" >&2; exit 2; } ;;
+    *) echo "unknown tool '$t' in TOOLS (known: pbak pbak-base restic borg rustic)" >&2; exit 2 ;;
+  esac
+done
+if has_tool pbak; then [ -x "$PBAK" ] || (cd "$ROOT" && cargo build --release --quiet); fi
+pkgs=(); has_tool restic && pkgs+=(restic); has_tool borg && pkgs+=(borgbackup); pkgs+=(linux-source-6.12 zstd)
+for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
 done
 mkdir -p "$W"
@@ -31,7 +55,6 @@ if [ ! -d "$W/v2/linux-source-6.12" ]; then
     mkdir -p v2-new && for i in $(seq 1 100); do head -c $((i * 1000)) /usr/share/common-licenses/GPL-2 > "v2-new/f$i"; done)
 fi
 DATA=$W/data/linux       # the live tree every tool backs up (same path for all steps)
-RUSTIC=${RUSTIC:-$(command -v rustic || true)}
 export PBAK_PASSWORD=bench RESTIC_PASSWORD=bench RUSTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 RES=$W/results.tsv; : > "$RES"
 
@@ -53,9 +76,11 @@ run_tool() { # name init backup restore check
   local t=$1 repo=$W/repo-$1; rm -rf "$repo" "$W/restore-$t"
   set_version v1
   case $t in
-    pbak)   "$PBAK" -r "$repo" init >/dev/null
-            B=("$PBAK" -r "$repo" backup -q "$DATA"); R=("$PBAK" -r "$repo" restore latest --target "$W/restore-$t"); C=("$PBAK" -r "$repo" check --read-data)
-            F=("$PBAK" -r "$repo" forget --keep-last 2 --prune) ;;
+    pbak|pbak-base)
+            local bin=$PBAK; [ "$t" = pbak-base ] && bin=$BASE
+            "$bin" -r "$repo" init >/dev/null
+            B=("$bin" -r "$repo" backup -q "$DATA"); R=("$bin" -r "$repo" restore latest --target "$W/restore-$t"); C=("$bin" -r "$repo" check --read-data)
+            F=("$bin" -r "$repo" forget --keep-last 2 --prune) ;;
     restic) restic -r "$repo" init >/dev/null
             B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$W/restore-$t"); C=(restic -r "$repo" check --read-data)
             F=(restic -r "$repo" forget --keep-last 2 --prune) ;;
@@ -76,31 +101,44 @@ run_tool() { # name init backup restore check
   rm -rf "$W/restore-$t"
   measure "$t" forget_prune "$repo" "${F[@]}"
 }
-tools=(pbak restic borg); [ -n "$RUSTIC" ] && tools+=(rustic)
 for t in "${tools[@]}"; do run_tool "$t"; done
 
+STEPS="first_backup unchanged_backup incremental_backup restore check_read_data forget_prune"
+tw=8; for t in "${tools[@]}"; do [ ${#t} -gt $tw ] && tw=${#t}; done
 echo
-printf '%-8s %-20s %8s %8s %9s %10s\n' tool step wall_s cpu_s rss_MB repo_MB
+printf '%-*s %-20s %8s %8s %9s %10s\n' $tw tool step wall_s cpu_s rss_MB repo_MB
 while IFS=$'\t' read -r tool step wall cpu rss size; do
-  printf '%-8s %-20s %8s %8s %9d %10d\n' "$tool" "$step" "$wall" "$cpu" $((rss / 1024)) $((size / 1048576))
+  printf '%-*s %-20s %8s %8s %9d %10d\n' $tw "$tool" "$step" "$wall" "$cpu" $((rss / 1024)) $((size / 1048576))
 done < "$RES"
-echo
-echo "pbak wall-time ratio to each peer (lower is better):"
-for step in first_backup unchanged_backup incremental_backup restore check_read_data forget_prune; do
-  p=$(awk -v s=$step '$1=="pbak" && $2==s {print $3}' "$RES")
-  line="  $step:"
-  for t in "${tools[@]}"; do
-    [ "$t" = pbak ] && continue
-    o=$(awk -v t=$t -v s=$step '$1==t && $2==s {print $3}' "$RES")
-    [ -n "$o" ] && line="$line $t $(echo "scale=2; $p / $o" | bc)x"
+if has_tool pbak; then
+  echo
+  echo "pbak wall-time ratio to each peer (lower is better):"
+  for step in $STEPS; do
+    p=$(awk -v s=$step '$1=="pbak" && $2==s {print $3}' "$RES")
+    line="  $step:"
+    for t in "${tools[@]}"; do
+      [ "$t" = pbak ] || [ "$t" = pbak-base ] && continue
+      o=$(awk -v t=$t -v s=$step '$1==t && $2==s {print $3}' "$RES")
+      [ -n "$o" ] && [ -n "$p" ] && line="$line $t $(echo "scale=2; $p / $o" | bc)x"
+    done
+    c=$(awk -v s=$step '$1=="ceiling" && $2==s {print $3}' "$RES")
+    [ -n "$c" ] && [ -n "$p" ] && line="$line ceiling(tar|zstd) $(echo "scale=2; $p / $c" | bc)x"
+    echo "$line"
   done
-  c=$(awk -v s=$step '$1=="ceiling" && $2==s {print $3}' "$RES")
-  [ -n "$c" ] && line="$line ceiling(tar|zstd) $(echo "scale=2; $p / $c" | bc)x"
-  echo "$line"
-done
-echo
-echo "pbak peak RSS ratio to the lowest peer (target <= 0.75):"
-for step in first_backup unchanged_backup incremental_backup restore check_read_data forget_prune; do
-  awk -v s=$step '$2==s && $1!="ceiling" {if ($1=="pbak") p=$5; else if (m=="" || $5<m) {m=$5; mt=$1}}
-    END {if (m) printf "  %s: %.2fx (pbak %d MB, lowest %s %d MB)\n", s, p/m, p/1024, mt, m/1024}' "$RES"
-done
+  echo
+  echo "pbak peak RSS ratio to the lowest peer (target <= 0.75):"
+  for step in $STEPS; do
+    awk -v s=$step '$2==s && $1!="ceiling" && $1!="pbak-base" {if ($1=="pbak") p=$5; else if (m=="" || $5<m) {m=$5; mt=$1}}
+      END {if (m && p != "") printf "  %s: %.2fx (pbak %d MB, lowest %s %d MB)\n", s, p/m, p/1024, mt, m/1024}' "$RES"
+  done
+fi
+if has_tool pbak && has_tool pbak-base; then
+  echo
+  echo "pbak / pbak-base (new / old binary; > 1.05 is more than 5% worse):"
+  printf '  %-20s %7s %7s %7s\n' step wall cpu rss
+  for step in $STEPS; do
+    awk -v s=$step '$2==s && $1=="pbak" {nw=$3; nc=$4; nr=$5; n=1} $2==s && $1=="pbak-base" {ow=$3; oc=$4; orss=$5; o=1}
+      function r(a, b) { return b > 0 ? sprintf("%.3f", a / b) : "-" }
+      END {if (n && o) printf "  %-20s %7s %7s %7s%s\n", s, r(nw, ow), r(nc, oc), r(nr, orss), (ow > 0 && nw / ow > 1.05) ? "   wall > 5% slower" : ""}' "$RES"
+  done
+fi
