@@ -5,6 +5,7 @@
 use super::cmd;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use pbak::format::keyfile::{self, KdfParams};
 use pbak::ops::forget::retention::{parse_duration, KeepRules};
 use std::path::PathBuf;
 
@@ -118,6 +119,34 @@ pub struct BackupCommon {
     /// Do everything but store anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// Argon2id cost of a new key (`init`, `key add`); the help states the defaults from
+/// `KdfParams::default` and the bounds from `format::keyfile`, so neither can drift.
+#[derive(Args, Debug, Default)]
+pub struct KdfArgs {
+    #[arg(long, value_name = "MIB", help = kdf_memory_help(),
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(keyfile::MAX_MEMORY_KIB / 1024)))]
+    pub kdf_memory_mib: Option<u32>,
+    #[arg(long, value_name = "N", help = kdf_passes_help(),
+          value_parser = clap::value_parser!(u32).range(i64::from(*keyfile::PASSES.start())..=i64::from(keyfile::MAX_PASSES)))]
+    pub kdf_iterations: Option<u32>,
+}
+
+fn kdf_memory_help() -> String {
+    format!(
+        "Argon2id memory in MiB for the password key (default {}, at most {})",
+        KdfParams::default().m_cost_kib / 1024,
+        keyfile::MAX_MEMORY_KIB / 1024
+    )
+}
+
+fn kdf_passes_help() -> String {
+    format!(
+        "Argon2id passes (default {}, at most {})",
+        KdfParams::default().t_cost,
+        keyfile::MAX_PASSES
+    )
 }
 
 /// Retention rules, as restic's `forget`.
