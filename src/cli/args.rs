@@ -17,7 +17,10 @@ use std::path::PathBuf;
 )]
 #[command(
     after_help = "Passwords come from --password-file, PBAK_PASSWORD_FILE, PBAK_PASSWORD_COMMAND or \
-PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag.\n\
+PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag. \
+PBAK_PASSWORD_COMMAND runs with `sh -c` in a clean environment (PATH, HOME, USER, LANG, LC_*, \
+TERM, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK, GNUPGHOME, OP_* and a few more \
+are kept; no PBAK_*, AWS_* or B2_* variable reaches it) and is stopped after 60 s.\n\
 Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read."
 )]
 pub struct Cli {
