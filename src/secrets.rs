@@ -4,11 +4,15 @@
 //!
 //! Invariants: a file holding a secret is refused when its group or others may read it; a
 //! password is never taken from argv and lives in zeroized memory; values read from an env
-//! file are never printed.
+//! file are never printed. A password command gets a clean environment (not the repository
+//! password nor cloud credentials) and at most a minute.
 
 use crate::error::{Error, Result};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub type Password = Zeroizing<Vec<u8>>;
@@ -41,22 +45,92 @@ pub fn password_from_file(path: &Path) -> Result<Password> {
     Ok(strip_newline(read_private(path, "password file")?))
 }
 
+/// How long `PBAK_PASSWORD_COMMAND` may run before it is killed and the command fails.
+pub const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Variables the password command keeps (everything else, the repository password and cloud
+/// credentials included, is removed): what password managers such as `pass`, `gpg`, `op`,
+/// `secret-tool` or `systemd-creds` need to find the user's session.
+const COMMAND_ENV: [&str; 20] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "SSH_AUTH_SOCK",
+    "GNUPGHOME",
+    "GPG_TTY",
+    "PASSWORD_STORE_DIR",
+];
+/// Prefixes of kept variables: the locale, and 1Password's CLI session and service tokens.
+const COMMAND_ENV_PREFIXES: [&str; 2] = ["LC_", "OP_"];
+
+fn kept_for_command(name: &str) -> bool {
+    COMMAND_ENV.contains(&name) || COMMAND_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// Run `cmd` with `sh -c` and take its standard output as the password (its standard error
-/// goes to ours).
+/// goes to ours, its standard input is empty). It runs with a clean environment (see
+/// [`COMMAND_ENV`]: no `PBAK_PASSWORD*`, no `AWS_*` or `B2_*` secrets) and is killed after
+/// [`PASSWORD_COMMAND_TIMEOUT`].
 pub fn password_from_command(cmd: &str) -> Result<Password> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stderr(std::process::Stdio::inherit())
-        .output()
+    run_password_command(cmd, PASSWORD_COMMAND_TIMEOUT)
+}
+
+fn run_password_command(cmd: &str, timeout: Duration) -> Result<Password> {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).env_clear();
+    c.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(kept_for_command)));
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
         .map_err(|e| Error::Usage(format!("cannot run PBAK_PASSWORD_COMMAND: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Usage(format!(
-            "PBAK_PASSWORD_COMMAND failed with {}",
-            out.status
-        )));
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    // Read on a thread: a command that never closes its output must not block the timeout.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Zeroizing::new(Vec::new());
+        let _ = tx.send(stdout.read_to_end(&mut out).map(|_| out));
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Usage(format!(
+                    "PBAK_PASSWORD_COMMAND did not finish within {} s; it was stopped",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(Error::Usage(format!("cannot wait for PBAK_PASSWORD_COMMAND: {e}"))),
+        }
+    };
+    if !status.success() {
+        return Err(Error::Usage(format!("PBAK_PASSWORD_COMMAND failed with {status}")));
     }
-    Ok(strip_newline(out.stdout))
+    // The command has exited; a child it left behind may still hold the pipe open.
+    let rest = timeout.saturating_sub(start.elapsed());
+    let out = rx.recv_timeout(rest).map_err(|_| {
+        Error::Usage("PBAK_PASSWORD_COMMAND exited but a process it started keeps its output open".into())
+    })?;
+    let mut out = out.map_err(|e| Error::Usage(format!("cannot read PBAK_PASSWORD_COMMAND's output: {e}")))?;
+    Ok(strip_newline(std::mem::take(&mut *out)))
 }
 
 /// The repository password from `file` (`--password-file` or `PBAK_PASSWORD_FILE`), else
@@ -149,6 +223,36 @@ mod tests {
         assert_eq!(&**password_from_command("echo hunter2").unwrap(), b"hunter2");
         let e = password_from_command("exit 3").unwrap_err().to_string();
         assert_eq!(e, "PBAK_PASSWORD_COMMAND failed with exit status: 3");
+    }
+
+    #[test]
+    fn password_command_is_stopped_after_its_timeout() {
+        let t = Instant::now();
+        let e = run_password_command("sleep 10; echo late", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not finish within 0.3 s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+        let e = run_password_command("(sleep 10 &) ; echo pw", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keeps its output open"), "{e}");
+    }
+
+    #[test]
+    fn password_command_environment_is_kept_to_the_session() {
+        for k in ["PATH", "HOME", "LC_ALL", "OP_SESSION_x", "XDG_RUNTIME_DIR", "TERM"] {
+            assert!(kept_for_command(k), "{k}");
+        }
+        for k in [
+            "PBAK_PASSWORD",
+            "PBAK_PASSWORD_FILE",
+            "AWS_SECRET_ACCESS_KEY",
+            "B2_ACCOUNT_KEY",
+            "LD_PRELOAD",
+        ] {
+            assert!(!kept_for_command(k), "{k}");
+        }
     }
 
     #[test]

@@ -4,16 +4,58 @@
 //! `pread` (OpenDAL's fs reader cost a runtime hop, a stat and a copy per read: 70% of a
 //! structure-only `check`). The durability barrier is a `syncfs(2)`.
 //!
+//! Every object of a local repository is written here, never through OpenDAL's fs writer, so
+//! that what pbak creates is private whatever the umask (as restic does): directories 0700,
+//! files 0600. The key files are what an offline password attack needs; the rest leaks sizes
+//! and counts. Existing files and directories are never chmod-ed: a repository created
+//! before (0755/0644) keeps its modes and keeps working; only what is new is private.
+//!
+//! A `put` writes `<root>/.tmp/<name>.<random>`, fsyncs it and renames it into place (atomic,
+//! as OpenDAL's fs writer was); a write that fails (ENOSPC) removes its temporary file.
+//!
 //! Nothing here counts or throttles: callers run these through the meter (`meter.rs`) like
 //! any other operation.
 
 use super::{BResult, BackendError, Spool};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-/// Below the root: pack spools (`pack-…`, see `spool.rs`) and OpenDAL's atomic writes.
+/// Below the root: pack spools (`pack-…`, see `spool.rs`) and the temporary files of `put`
+/// (`<name>.<random>`, the names OpenDAL's atomic writes used before).
 pub(super) const TMP_DIR: &str = ".tmp";
+
+/// Mode of every directory pbak creates in a local repository (before the umask).
+pub(super) const DIR_MODE: u32 = 0o700;
+/// Mode of every file pbak creates in a local repository (before the umask).
+pub(super) const FILE_MODE: u32 = 0o600;
+
+/// A `put`'s temporary file older than this is stale (a put takes milliseconds; a lock
+/// being taken by another process while prune holds its lock is written within this).
+const STALE_PUT: Duration = Duration::from_secs(3600);
+
+/// Create `dir` and its missing parents with [`DIR_MODE`]; existing ones are left as they are.
+pub(super) fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// A new file, which must not exist, with [`FILE_MODE`], open for reading and writing.
+pub(super) fn create_file(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+fn random_hex() -> String {
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r).expect("the OS random source is unavailable");
+    hex::encode(r)
+}
 
 /// The root directory of a local repository.
 #[derive(Clone)]
@@ -25,11 +67,36 @@ pub(super) struct LocalRoot {
 impl LocalRoot {
     /// `create`: a missing directory is not an error (for `init`); otherwise it is
     /// [`BackendError::Missing`].
+    /// A root that `create` makes is 0700 (its missing parents get the umask's usual modes);
+    /// an existing one is left as it is. `.tmp/` is created here when missing (OpenDAL's
+    /// operator wants it), 0700 too.
     pub fn open(root: &str, create: bool) -> BResult<LocalRoot> {
-        if !create && !Path::new(root).is_dir() {
-            return Err(BackendError::Missing(root.to_string()));
+        let dir = Path::new(root);
+        if !dir.is_dir() {
+            if !create {
+                return Err(BackendError::Missing(root.to_string()));
+            }
+            let made = match dir.parent() {
+                Some(parent) => std::fs::create_dir_all(parent),
+                None => Ok(()),
+            };
+            made.and_then(|()| create_dirs(dir))
+                .map_err(|source| BackendError::Local {
+                    op: "create",
+                    path: root.to_string(),
+                    source,
+                })?;
         }
-        Ok(LocalRoot { root: root.to_string() })
+        let l = LocalRoot { root: root.to_string() };
+        let tmp = l.tmp();
+        if !tmp.is_dir() {
+            create_dirs(&tmp).map_err(|source| BackendError::Local {
+                op: "create",
+                path: tmp.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(l)
     }
 
     fn tmp(&self) -> PathBuf {
@@ -39,19 +106,62 @@ impl LocalRoot {
     /// A new pack spool: a fresh file `<root>/.tmp/pack-<random>`.
     pub fn spool(&self) -> BResult<Spool> {
         let dir = self.tmp();
-        let mut r = [0u8; 8];
-        getrandom::getrandom(&mut r).expect("the OS random source is unavailable");
-        let path = dir.join(format!("pack-{}", hex::encode(r)));
+        let path = dir.join(format!("pack-{}", random_hex()));
         let local = |source| BackendError::Local {
             op: "create",
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(local)?;
+        create_dirs(&dir).map_err(local)?;
         Spool::file(path.clone()).map_err(local)
     }
 
-    /// Remove every `pack-…` file in `<root>/.tmp/`; how many were removed.
+    /// Store the concatenation of `parts` under `path` atomically: a new 0600 file in
+    /// `.tmp/`, fsynced, renamed into place (parent directories created 0700). On any error
+    /// the temporary file is removed.
+    pub fn put(&self, path: &str, parts: &[&[u8]]) -> BResult<()> {
+        let dest = Path::new(&self.root).join(path);
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = self.tmp();
+        let tmp = dir.join(format!("{base}.{}", random_hex()));
+        let local = |op, source| BackendError::Local {
+            op,
+            path: dest.display().to_string(),
+            source,
+        };
+        create_dirs(&dir).map_err(|e| local("create directory for", e))?;
+        let mut f = create_file(&tmp).map_err(|e| local("write", e))?;
+        let written = parts
+            .iter()
+            .try_for_each(|p| f.write_all(p))
+            .and_then(|()| f.sync_all())
+            .map_err(|e| local("write", e))
+            .and_then(|()| self.rename_into_place(&tmp, &dest));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Rename `from` to `dest`, creating `dest`'s missing parents 0700.
+    fn rename_into_place(&self, from: &Path, dest: &Path) -> BResult<()> {
+        let local = |op, source| BackendError::Local {
+            op,
+            path: dest.display().to_string(),
+            source,
+        };
+        if let Some(dir) = dest.parent() {
+            create_dirs(dir).map_err(|e| local("create directory for", e))?;
+        }
+        std::fs::rename(from, dest).map_err(|e| local("rename into", e))
+    }
+
+    /// Remove every `pack-…` file in `<root>/.tmp/`, and every other file there (a `put`'s
+    /// temporary file that a killed or failed process left) older than an hour; how many
+    /// were removed.
     pub fn remove_stale_spools(&self) -> BResult<usize> {
         let dir = self.tmp();
         let fail = |source| BackendError::Local {
@@ -65,9 +175,19 @@ impl LocalRoot {
             Err(e) => return Err(fail(e)),
         };
         let mut n = 0;
+        let now = SystemTime::now();
         for e in entries {
             let e = e.map_err(fail)?;
-            if e.file_name().as_encoded_bytes().starts_with(b"pack-") {
+            let meta = e.metadata().map_err(fail)?;
+            if !meta.is_file() {
+                continue;
+            }
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > STALE_PUT);
+            if e.file_name().as_encoded_bytes().starts_with(b"pack-") || old {
                 std::fs::remove_file(e.path()).map_err(fail)?;
                 n += 1;
             }
@@ -84,12 +204,9 @@ impl LocalRoot {
             path: dest.display().to_string(),
             source,
         };
-        std::io::Write::flush(out).map_err(|e| local("write", e))?;
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| local("create directory for", e))?;
-        }
+        out.flush().map_err(|e| local("write", e))?;
         let from = tmp.as_ref().expect("an unstored spool has its file");
-        std::fs::rename(from, &dest).map_err(|e| local("rename into", e))?;
+        self.rename_into_place(from, &dest)?;
         *tmp = None;
         Ok(())
     }

@@ -12,8 +12,9 @@
 //!   and the bandwidth throttles (`limits.rs` holds the gate and throttle themselves). Every
 //!   method that writes, reads, stats, deletes or lists runs that operation through
 //!   `Meter::run` exactly once (the OpenDAL ones by way of `Backend::metered`).
-//! - `local.rs`: the local repository's paths that skip OpenDAL (pack spools in
-//!   `<repo>/.tmp/` renamed into place, ranged `pread`, `syncfs` barrier). A method
+//! - `local.rs`: the local repository's paths that skip OpenDAL (every write: puts and pack
+//!   spools through `<repo>/.tmp/` renamed into place, files 0600 and directories 0700;
+//!   ranged `pread`; `syncfs` barrier). A method
 //!   dispatches on `Backend::local` once; everything else goes through the OpenDAL operator.
 //! - `location.rs`: parsing locations and building the operator, with retry and timeouts as
 //!   OpenDAL layers; `http.rs`: Retry-After, honoured in the HTTP client hook; `spool.rs`: a
@@ -203,6 +204,9 @@ impl Backend {
     /// Store `data` under `path` atomically.
     pub fn put(&self, path: &str, data: Vec<u8>) -> BResult<()> {
         let len = data.len() as u64;
+        if let Some(l) = &self.local {
+            return self.meter.run(Op::Put(len), || l.put(path, &[&data]));
+        }
         self.metered(Op::Put(len), "write", path, self.op.write(path, data))
             .map(|_| ())
     }
@@ -210,6 +214,10 @@ impl Backend {
     /// Store the concatenation of `parts` under `path` atomically, without joining them first.
     pub fn put_parts(&self, path: &str, parts: Vec<Vec<u8>>) -> BResult<()> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if let Some(l) = &self.local {
+            let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            return self.meter.run(Op::Put(len), || l.put(path, &slices));
+        }
         let buf: opendal::Buffer = parts.into_iter().map(bytes::Bytes::from).collect();
         self.metered(Op::Put(len), "write", path, self.op.write(path, buf))
             .map(|_| ())

@@ -39,11 +39,7 @@ impl Spool {
     }
 
     pub(super) fn file(path: PathBuf) -> std::io::Result<Spool> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .open(&path)?;
+        let f = super::local::create_file(&path)?;
         Ok(Spool {
             body: Body::File {
                 out: BufWriter::with_capacity(FILE_BUFFER, f),

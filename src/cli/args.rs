@@ -5,6 +5,7 @@
 use super::cmd;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use pbak::format::keyfile::{self, KdfParams};
 use pbak::ops::forget::retention::{parse_duration, KeepRules};
 use std::path::PathBuf;
 
@@ -16,7 +17,10 @@ use std::path::PathBuf;
 )]
 #[command(
     after_help = "Passwords come from --password-file, PBAK_PASSWORD_FILE, PBAK_PASSWORD_COMMAND or \
-PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag.\n\
+PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag. \
+PBAK_PASSWORD_COMMAND runs with `sh -c` in a clean environment (PATH, HOME, USER, LANG, LC_*, \
+TERM, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK, GNUPGHOME, OP_* and a few more \
+are kept; no PBAK_*, AWS_* or B2_* variable reaches it) and is stopped after 60 s.\n\
 Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read."
 )]
 pub struct Cli {
@@ -118,6 +122,34 @@ pub struct BackupCommon {
     /// Do everything but store anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+}
+
+/// Argon2id cost of a new key (`init`, `key add`); the help states the defaults from
+/// `KdfParams::default` and the bounds from `format::keyfile`, so neither can drift.
+#[derive(Args, Debug, Default)]
+pub struct KdfArgs {
+    #[arg(long, value_name = "MIB", help = kdf_memory_help(),
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(keyfile::MAX_MEMORY_KIB / 1024)))]
+    pub kdf_memory_mib: Option<u32>,
+    #[arg(long, value_name = "N", help = kdf_passes_help(),
+          value_parser = clap::value_parser!(u32).range(i64::from(*keyfile::PASSES.start())..=i64::from(keyfile::MAX_PASSES)))]
+    pub kdf_iterations: Option<u32>,
+}
+
+fn kdf_memory_help() -> String {
+    format!(
+        "Argon2id memory in MiB for the password key (default {}, at most {})",
+        KdfParams::default().m_cost_kib / 1024,
+        keyfile::MAX_MEMORY_KIB / 1024
+    )
+}
+
+fn kdf_passes_help() -> String {
+    format!(
+        "Argon2id passes (default {}, at most {})",
+        KdfParams::default().t_cost,
+        keyfile::MAX_PASSES
+    )
 }
 
 /// Retention rules, as restic's `forget`.

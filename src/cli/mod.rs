@@ -62,14 +62,16 @@ fn open_repo(cli: &Cli) -> Result<Repository> {
 fn open_repo_cached(cli: &Cli, cache: bool) -> Result<Repository> {
     let backend = open_backend(cli, false)?;
     let pw = password::get(cli, "repository password")?;
-    let repo = Repository::open(backend, &pw)?;
+    let repo = pbak::ops::key::open(backend, &pw)?;
     Ok(repo.with_cache(cache.then(pbak::repo::cache::default_root).flatten()))
 }
 
+/// Key derivation parameters from `--kdf-memory-mib` / `--kdf-iterations` (clap bounds both
+/// to what a key file may hold, see `args::KdfArgs`), else the defaults.
 fn kdf(mem_mib: Option<u32>, iterations: Option<u32>) -> KdfParams {
     let d = KdfParams::default();
     KdfParams {
-        m_cost_kib: mem_mib.map(|m| m * 1024).unwrap_or(d.m_cost_kib),
+        m_cost_kib: mem_mib.map(|m| m.saturating_mul(1024)).unwrap_or(d.m_cost_kib),
         t_cost: iterations.unwrap_or(d.t_cost),
         p_cost: d.p_cost,
     }

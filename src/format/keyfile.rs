@@ -1,10 +1,28 @@
 //! Key files (`keys/<id>`): a plaintext JSON envelope with Argon2id parameters and salt,
 //! and the master secret sealed with the password-derived key. Decoding bounds every
-//! parameter so a hostile key file cannot make us allocate gigabytes.
+//! parameter (before any derivation) so a planted key file costs at most
+//! [`MAX_MEMORY_KIB`] and [`MAX_PASSES`] passes, not 4 GiB and minutes; a file that does not
+//! decode is [`KeyFileError::Malformed`], never a wrong password.
 
-use super::crypto::{open_with, random, seal_with, MasterKey};
+use super::crypto::{open_with, random, seal_with, MasterKey, OVERHEAD};
 use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
+
+/// Argon2id memory, KiB, a key file may ask for. The minimum is Argon2's own (8 KiB per lane,
+/// checked with the lanes); the maximum, 2 GiB, is eight times OWASP's strongest
+/// recommendation (and twice Bitwarden's ceiling) while keeping a hostile key file from
+/// costing more than a small host has.
+pub const MEMORY_KIB: RangeInclusive<u32> = 8..=2 * 1024 * 1024;
+pub const MAX_MEMORY_KIB: u32 = *MEMORY_KIB.end();
+/// Argon2id passes: at most 10 (Bitwarden's and KeePassXC's usual ceiling; OWASP's settings
+/// use 1 to 5). At 2 GiB that is still tens of seconds per key, which is the bound.
+pub const PASSES: RangeInclusive<u32> = 1..=10;
+pub const MAX_PASSES: u32 = *PASSES.end();
+/// Argon2id lanes.
+pub const LANES: RangeInclusive<u32> = 1..=16;
+/// Bytes of a sealed master secret (hex twice that in `data`).
+const SEALED_SECRET: usize = 32 + OVERHEAD;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,12 +47,26 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    fn check(&self) -> Result<(), String> {
-        if !(8..=4 * 1024 * 1024).contains(&self.m_cost_kib)
-            || !(1..=64).contains(&self.t_cost)
-            || !(1..=16).contains(&self.p_cost)
+    /// Within [`MEMORY_KIB`] (and at least 8 KiB per lane), [`PASSES`] and [`LANES`].
+    pub fn check(&self) -> Result<(), String> {
+        if !MEMORY_KIB.contains(&self.m_cost_kib)
+            || !PASSES.contains(&self.t_cost)
+            || !LANES.contains(&self.p_cost)
+            || self.m_cost_kib / 8 < self.p_cost
         {
-            return Err(format!("Argon2id parameters out of range: {self:?}"));
+            return Err(format!(
+                "Argon2id parameters out of range (memory {} KiB, {} passes, {} lanes; accepted: \
+                 memory {}..={} KiB and 8 KiB per lane, passes {}..={}, lanes {}..={})",
+                self.m_cost_kib,
+                self.t_cost,
+                self.p_cost,
+                MEMORY_KIB.start(),
+                MEMORY_KIB.end(),
+                PASSES.start(),
+                PASSES.end(),
+                LANES.start(),
+                LANES.end()
+            ));
         }
         Ok(())
     }
@@ -57,7 +89,10 @@ pub struct KeyFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("malformed key file: {0}")]
+    /// The bytes are not a key file pbak can use (empty, truncated, bad JSON, unknown
+    /// version, parameters out of range, bad hex); the message does not name the file (the
+    /// caller knows it).
+    #[error("{0}")]
     Malformed(String),
     #[error("password does not open this key")]
     WrongPassword,
@@ -106,27 +141,43 @@ impl KeyFile {
             )));
         }
         kf.params.check().map_err(KeyFileError::Malformed)?;
-        if kf.salt.len() != 32 || kf.data.len() > 512 {
-            return Err(KeyFileError::Malformed("bad salt or data length".into()));
+        let (salt, sealed) = kf.raw()?;
+        if salt.len() != 16 || sealed.len() != SEALED_SECRET {
+            return Err(KeyFileError::Malformed(format!(
+                "salt of {} bytes and sealed secret of {} (expected 16 and {SEALED_SECRET})",
+                salt.len(),
+                sealed.len()
+            )));
         }
         Ok(kf)
+    }
+
+    /// The salt and the sealed secret, from hex.
+    fn raw(&self) -> Result<(Vec<u8>, Vec<u8>), KeyFileError> {
+        let bad = |what, e: hex::FromHexError| KeyFileError::Malformed(format!("{what} is not hex: {e}"));
+        let salt = hex::decode(&self.salt).map_err(|e| bad("salt", e))?;
+        let sealed = hex::decode(&self.data).map_err(|e| bad("data", e))?;
+        Ok((salt, sealed))
     }
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("key file serializes")
     }
 
+    /// The master key, if `password` opens this key. The parameters are checked again
+    /// before the derivation (a `KeyFile` may not come from [`KeyFile::decode`]).
     pub fn open(&self, password: &[u8]) -> Result<MasterKey, KeyFileError> {
-        let bad = |e: hex::FromHexError| KeyFileError::Malformed(e.to_string());
-        let salt = hex::decode(&self.salt).map_err(bad)?;
-        let sealed = hex::decode(&self.data).map_err(bad)?;
+        self.params.check().map_err(KeyFileError::Malformed)?;
+        let (salt, sealed) = self.raw()?;
         let k = derive(password, &salt, &self.params)?;
         let secret = Zeroizing::new(open_with(&k, &sealed).map_err(|_| KeyFileError::WrongPassword)?);
-        let arr: [u8; 32] = secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyFileError::Malformed("secret is not 32 bytes".into()))?;
-        Ok(MasterKey::from_secret(arr))
+        if secret.len() != 32 {
+            return Err(KeyFileError::Malformed("secret is not 32 bytes".into()));
+        }
+        // The one copy made here is wiped on drop; `from_secret` wipes its own.
+        let mut arr = Zeroizing::new([0u8; 32]);
+        arr.copy_from_slice(&secret);
+        Ok(MasterKey::from_secret(*arr))
     }
 }
 
@@ -140,6 +191,41 @@ mod tests {
         t_cost: 1,
         p_cost: 1,
     };
+
+    #[test]
+    fn parameter_bounds() {
+        let ok = |m, t, p| {
+            KdfParams {
+                m_cost_kib: m,
+                t_cost: t,
+                p_cost: p,
+            }
+            .check()
+            .is_ok()
+        };
+        assert!(ok(8, 1, 1) && ok(2 << 20, 10, 16) && ok(32 << 10, 4, 1));
+        assert!(!ok(7, 1, 1) && !ok((2 << 20) + 1, 1, 1) && !ok(4 << 20, 1, 1));
+        assert!(!ok(1024, 0, 1) && !ok(1024, 11, 1) && !ok(1024, 64, 1));
+        assert!(!ok(1024, 1, 0) && !ok(1024, 1, 17) && !ok(64, 1, 9));
+        assert!(KdfParams::default().check().is_ok());
+    }
+
+    #[test]
+    fn truncated_or_empty_files_are_malformed() {
+        let m = MasterKey::generate();
+        let bytes = KeyFile::create(&m, b"pw", FAST, "h", "u").unwrap().encode();
+        for n in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                matches!(KeyFile::decode(&bytes[..n]), Err(KeyFileError::Malformed(_))),
+                "{n}"
+            );
+        }
+        let mut kf = KeyFile::decode(&bytes).unwrap();
+        kf.data.truncate(kf.data.len() - 2);
+        assert!(matches!(KeyFile::decode(&kf.encode()), Err(KeyFileError::Malformed(_))));
+        kf.data = "zz".repeat(SEALED_SECRET);
+        assert!(matches!(KeyFile::decode(&kf.encode()), Err(KeyFileError::Malformed(_))));
+    }
 
     #[test]
     fn right_and_wrong_password() {

@@ -1,6 +1,6 @@
 //! `pbak init`: create a repository.
 
-use crate::cli::args::Cli;
+use crate::cli::args::{Cli, KdfArgs};
 use crate::cli::{kdf, open_backend, password};
 use anyhow::Result;
 use clap::Args;
@@ -10,12 +10,8 @@ use serde_json::json;
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Argon2id memory in MiB for the password key (default 64)
-    #[arg(long)]
-    pub kdf_memory_mib: Option<u32>,
-    /// Argon2id passes (default 3)
-    #[arg(long)]
-    pub kdf_iterations: Option<u32>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
     /// Target pack size in MiB (default 16; larger means fewer B2 transactions)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pack_size_mib: Option<u32>,
@@ -28,7 +24,7 @@ pub fn run(cli: &Cli, a: &InitArgs) -> Result<i32> {
     if let Some(m) = a.pack_size_mib {
         config.pack_size = m << 20;
     }
-    let repo = Repository::init(backend, &pw, kdf(a.kdf_memory_mib, a.kdf_iterations), config)?;
+    let repo = Repository::init(backend, &pw, kdf(a.kdf.kdf_memory_mib, a.kdf.kdf_iterations), config)?;
     if cli.json {
         println!(
             "{}",

@@ -1,6 +1,6 @@
 //! `pbak key list|add|remove|passwd`: the passwords (keys) that open the repository.
 
-use crate::cli::args::Cli;
+use crate::cli::args::{Cli, KdfArgs};
 use crate::cli::{kdf, open_repo, password};
 use anyhow::Result;
 use clap::Subcommand;
@@ -14,14 +14,13 @@ pub enum KeyCommand {
     List,
     /// Add a key (new password from PBAK_NEW_PASSWORD_FILE or a prompt)
     Add {
-        #[arg(long)]
-        kdf_memory_mib: Option<u32>,
-        #[arg(long)]
-        kdf_iterations: Option<u32>,
+        #[command(flatten)]
+        kdf: KdfArgs,
     },
     /// Remove a key by id prefix (not the one in use, not the last)
     Remove { id: String },
-    /// Change the password: add a key with the new password, remove the current one
+    /// Change the password: add a key with the new password (same Argon2id parameters as the
+    /// current key), remove the current one
     Passwd,
 }
 
@@ -29,12 +28,9 @@ pub fn run(cli: &Cli, k: &KeyCommand) -> Result<i32> {
     let repo = open_repo(cli)?;
     match k {
         KeyCommand::List => list(cli, &repo)?,
-        KeyCommand::Add {
-            kdf_memory_mib,
-            kdf_iterations,
-        } => {
+        KeyCommand::Add { kdf: k } => {
             let pw = password::get_new_key(cli)?;
-            let id = repo.add_key(&pw, kdf(*kdf_memory_mib, *kdf_iterations))?;
+            let id = key::add(&repo, &pw, kdf(k.kdf_memory_mib, k.kdf_iterations))?;
             println!("added key {}", id.short());
         }
         KeyCommand::Remove { id } => println!("removed key {}", key::remove(&repo, id)?.short()),

@@ -7,13 +7,15 @@ use clap::Args;
 use pbak::format::tree::{Node, NodeKind};
 use pbak::ops::ls;
 use serde_json::json;
+use std::io::IsTerminal;
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
     pub snapshot: String,
     /// Directory inside the snapshot to list (recursively)
     pub path: Option<String>,
-    /// Show mode, owner, size and modification time
+    /// Show mode, owner, size and modification time. On a terminal, control characters in
+    /// names are escaped as `ls -b` does (ESC as \033); piped text and --json are exact
     #[arg(short, long)]
     pub long: bool,
 }
@@ -31,7 +33,13 @@ pub fn run(cli: &Cli, a: &LsArgs) -> Result<i32> {
         );
     }
     let sub = a.path.as_deref().unwrap_or("");
-    ls::walk(&repo, &index, &snap, sub, &|path, n| line(cli, path, n, a.long))?;
+    // On a terminal names are escaped as `ls -b` does (a name must not send escape sequences
+    // to it); piped text and JSON keep them exact.
+    let tty = std::io::stdout().is_terminal();
+    ls::walk(&repo, &index, &snap, sub, &|path, n| {
+        let shown = if tty { ls::escape_name(path) } else { path.into() };
+        line(cli, path, &shown, n, a.long)
+    })?;
     Ok(0)
 }
 
@@ -47,7 +55,8 @@ fn kind_char(k: NodeKind) -> char {
     }
 }
 
-fn line(cli: &Cli, path: &str, n: &Node, long: bool) {
+/// One entry: `path` exact in JSON, `shown` in text.
+fn line(cli: &Cli, path: &str, shown: &str, n: &Node, long: bool) {
     if cli.json {
         println!(
             "{}",
@@ -64,9 +73,9 @@ fn line(cli: &Cli, path: &str, n: &Node, long: bool) {
             n.gid,
             n.size,
             t.format("%Y-%m-%d %H:%M:%S"),
-            path
+            shown
         );
     } else {
-        println!("{path}");
+        println!("{shown}");
     }
 }

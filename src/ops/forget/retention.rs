@@ -22,7 +22,12 @@ impl KeepRules {
     }
 }
 
-/// Parse `1y2m3w4d5h` (years, months = 30 days, weeks, days, hours) into a duration.
+/// The longest `--keep-within`: 100,000 years, far beyond any snapshot, and small enough that
+/// subtracting it from a snapshot time cannot overflow.
+pub const MAX_DAYS: i64 = 100_000 * 365;
+
+/// Parse `1y2m3w4d5h` (years, months = 30 days, weeks, days, hours) into a duration; one
+/// longer than [`MAX_DAYS`] is an error, not an overflow.
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
     let mut total = chrono::Duration::zero();
     let mut num = String::new();
@@ -31,18 +36,27 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
             num.push(c);
             continue;
         }
-        let n: i64 = num
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}: expected e.g. 2d12h"))?;
+        let too_long = || format!("duration {s:?} is too long (at most {MAX_DAYS} days)");
+        let n: i64 = match num.parse() {
+            Ok(n) => n,
+            Err(_) if !num.is_empty() => return Err(too_long()),
+            Err(_) => return Err(format!("bad duration {s:?}: expected e.g. 2d12h")),
+        };
         num.clear();
-        total += match c {
-            'y' => chrono::Duration::days(365 * n),
-            'm' => chrono::Duration::days(30 * n),
-            'w' => chrono::Duration::weeks(n),
-            'd' => chrono::Duration::days(n),
-            'h' => chrono::Duration::hours(n),
+        let hours_per_unit = match c {
+            'y' => 365 * 24,
+            'm' => 30 * 24,
+            'w' => 7 * 24,
+            'd' => 24,
+            'h' => 1,
             _ => return Err(format!("bad duration unit {c:?} in {s:?}: use y, m, w, d, h")),
         };
+        total = n
+            .checked_mul(hours_per_unit)
+            .and_then(chrono::Duration::try_hours)
+            .and_then(|d| total.checked_add(&d))
+            .filter(|t| t.num_days() <= MAX_DAYS)
+            .ok_or_else(too_long)?;
     }
     if !num.is_empty() || s.is_empty() {
         return Err(format!("bad duration {s:?}: expected e.g. 2d12h"));
@@ -88,9 +102,9 @@ pub fn keep(times: &[DateTime<Utc>], rules: &KeepRules) -> Vec<bool> {
         }
     }
     if let (Some(d), Some(&newest)) = (rules.within, order.first()) {
-        let limit = times[newest] - d;
+        let limit = times[newest].checked_sub_signed(d);
         for &i in &order {
-            if times[i] >= limit {
+            if limit.is_none_or(|l| times[i] >= l) {
                 kept[i] = true;
             }
         }
@@ -201,5 +215,14 @@ mod tests {
         assert_eq!(parse_duration("36h").unwrap(), chrono::Duration::hours(36));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("3x").is_err());
+        for long in [
+            "99999999999999d",
+            "99999999999999999999999h",
+            "100001y",
+            "9223372036854775807h",
+        ] {
+            assert!(parse_duration(long).unwrap_err().contains("too long"), "{long}");
+        }
+        assert_eq!(parse_duration("100000y").unwrap().num_days(), MAX_DAYS);
     }
 }

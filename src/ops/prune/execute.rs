@@ -12,7 +12,7 @@ use crate::repo::index::{Index, IndexFile, IndexPack};
 use crate::repo::pack_writer::WriterOptions;
 use crate::repo::Repository;
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Blobs per written index file.
 const INDEX_FILE_BLOBS: usize = 50_000;
@@ -102,18 +102,21 @@ fn ignore_gone(r: std::result::Result<(), crate::backends::BackendError>) -> Res
 
 /// Copy the used blobs of `packs` into new packs (verifying each) through the pack writer,
 /// store them, and return their index entries (prune writes the index files itself).
+/// Every used blob the index places in a repacked pack must be found in it and written to a
+/// new pack; otherwise prune stops here, before any index file or pack is deleted.
 fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId]) -> Result<Vec<IndexPack>> {
     let writer = WriterOptions {
         connections: 1,
         dry_run: false,
         index_every: None,
     };
+    let used = used_counts(index, marks, packs);
     let ((), written) = repo.write_packs(&writer, |sink| {
         // A few packs at a time: read and verify in parallel, pack in order.
         for group in packs.chunks(4) {
             let blobs: Vec<Vec<SealedBlob>> = group
                 .par_iter()
-                .map(|pid| used_blobs(repo, index, marks, pid))
+                .map(|pid| used_blobs(repo, index, marks, pid, &used))
                 .collect::<Result<_>>()?;
             for b in blobs.into_iter().flatten() {
                 sink.send(b)?;
@@ -121,11 +124,46 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
         }
         Ok(())
     })?;
+    let copied: HashSet<_> = written.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+    let expected: usize = used.values().sum();
+    if copied.len() < expected {
+        return Err(Error::corrupt(
+            "prune's repack",
+            format!(
+                "{} of the {expected} used blobs of the repacked packs were written; prune stopped before deleting anything",
+                copied.len()
+            ),
+        ));
+    }
     Ok(written)
 }
 
-/// The used blobs of pack `pid`, each opened and hash-checked, as stored.
-fn used_blobs(repo: &Repository, index: &Index, marks: &Marks, pid: &PackId) -> Result<Vec<SealedBlob>> {
+/// For each pack of `packs` (by index position), how many used blobs the index places in it.
+fn used_counts(index: &Index, marks: &Marks, packs: &[PackId]) -> HashMap<u32, usize> {
+    let mut used: HashMap<u32, usize> = packs
+        .iter()
+        .filter_map(|p| index.pack_position(p))
+        .map(|p| (p, 0))
+        .collect();
+    for (pos, loc) in index.locations().enumerate() {
+        if marks.get(pos) {
+            if let Some(n) = used.get_mut(&loc.pack) {
+                *n += 1;
+            }
+        }
+    }
+    used
+}
+
+/// The used blobs of pack `pid`, each opened and hash-checked, as stored; an error unless
+/// every one of the `used` count the index gives for it is there.
+fn used_blobs(
+    repo: &Repository,
+    index: &Index,
+    marks: &Marks,
+    pid: &PackId,
+    used: &HashMap<u32, usize>,
+) -> Result<Vec<SealedBlob>> {
     let path = layout::pack(pid);
     let bytes = repo.backend().get(&path)?;
     if blake3::hash(&bytes).as_bytes() != &pid.0 {
@@ -140,7 +178,11 @@ fn used_blobs(repo: &Repository, index: &Index, marks: &Marks, pid: &PackId) -> 
         if !marks.get(pos) || loc.pack != this || loc.offset != e.offset {
             continue;
         }
-        let sealed = bytes[e.offset as usize..(e.offset + e.length) as usize].to_vec();
+        let range = e.offset as usize..(e.offset as usize).saturating_add(e.length as usize);
+        let sealed = bytes
+            .get(range)
+            .ok_or_else(|| Error::corrupt(&path, "a header entry points past the end; prune stopped"))?
+            .to_vec();
         repo.open_blob(&path, &e.id, e.compressed, e.raw_length, &sealed)?;
         keep.push(SealedBlob {
             id: e.id,
@@ -149,6 +191,16 @@ fn used_blobs(repo: &Repository, index: &Index, marks: &Marks, pid: &PackId) -> 
             raw_length: e.raw_length,
             compressed: e.compressed,
         });
+    }
+    let want = used.get(&this).copied().unwrap_or(0);
+    if keep.len() != want {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "the index places {want} used blobs in it but its header yields {}; prune stopped before deleting anything",
+                keep.len()
+            ),
+        ));
     }
     Ok(keep)
 }
