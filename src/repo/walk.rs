@@ -13,8 +13,8 @@
 
 use super::index::Index;
 use super::Repository;
-use crate::error::Result;
-use crate::format::tree::{Node, Tree};
+use crate::error::{Error, Result};
+use crate::format::tree::{self, Node, Tree};
 use crate::ids::TreeId;
 use rayon::prelude::*;
 use std::ffi::OsStr;
@@ -144,5 +144,29 @@ impl Repository {
                 failed.lock().expect("lock").get_or_insert(e);
             }
         }
+    }
+
+    /// Follow `subpath` (slash-separated, relative to the snapshot root) to its node's tree.
+    pub fn resolve_path(&self, index: &Index, root: &TreeId, subpath: &str) -> Result<(TreeId, Option<tree::Node>)> {
+        let mut current = *root;
+        let mut last = None;
+        for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let t = self.load_tree(index, &current)?;
+            let node = t
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotInSnapshot {
+                    snapshot: root.short(),
+                    path: subpath.to_string(),
+                })?;
+            match node.subtree {
+                Some(st) => current = st,
+                None => {
+                    return Ok((current, Some(node)));
+                }
+            }
+            last = Some(node);
+        }
+        Ok((current, last))
     }
 }
