@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-const FILES: usize = 40;
+const FILES: usize = 100;
 
 /// Run `c` and fail the test when it takes longer than `limit` (a hang must not block CI).
 fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
