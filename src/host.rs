@@ -1,9 +1,14 @@
 //! The host pbak runs on: its name and user as recorded in keys, locks and snapshots, and the
-//! thread pool sized for I/O-bound walks. A leaf: any layer may use it.
+//! thread pool sized for I/O-bound walks, with stacks deep enough for any path the kernel
+//! accepts. A leaf: any layer may use it.
 
 /// Run `f` on a thread pool sized for I/O-bound walks: reading many small cold files waits on
 /// the disk, so with only one thread per core the CPU idles. Four threads per core (at least 8)
 /// keep enough reads in flight while CPU stages still use every core. `PBAK_THREADS` overrides.
+///
+/// The backup walk recurses once per directory level on these threads; [`IO_STACK`] holds the
+/// deepest tree a path can name (`PATH_MAX` allows about 2,000 levels; 550 overflowed the
+/// default 2 MiB). The stack is only reserved address space: pages are committed as touched.
 pub fn with_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let n = std::env::var("PBAK_THREADS")
@@ -13,12 +18,16 @@ pub fn with_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     match rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("pbak-walk-{i}"))
+        .stack_size(IO_STACK)
         .build()
     {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
     }
 }
+
+/// Stack of each I/O pool thread.
+pub const IO_STACK: usize = 64 << 20;
 
 /// Host and user names recorded in keys and snapshots.
 pub fn host_user() -> (String, String) {

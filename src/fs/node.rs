@@ -1,6 +1,10 @@
 //! Between the filesystem and tree nodes: read a path's metadata (mode, owners, times,
 //! xattrs incl. POSIX ACLs, device numbers, sparse extents) into a [`Node`], and apply a
 //! node's metadata to a restored path. Nothing here follows a symlink.
+//!
+//! A source file is read only through [`open_source_file`]: opened without following a
+//! symlink and without blocking (a FIFO swapped in cannot hang the reader), and accepted only
+//! when the descriptor is a regular file with the device and inode its `lstat` showed.
 
 use crate::format::tree::{Node, NodeKind, Time};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
@@ -216,6 +220,40 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
     Ok(())
 }
 
+/// Open the file at `p` that `lstat` described as `seen`, for reading a backup source:
+/// `O_NOFOLLOW | O_NONBLOCK | O_NOATIME` (without `O_NOATIME` where it is not permitted), then
+/// `fstat` the descriptor. Anything but the regular file `seen` described (same device and
+/// inode) is refused with an error saying it changed while read: a symlink, FIFO, device or
+/// other file swapped in between the `lstat` and the open is never read. Returns the
+/// descriptor's own metadata: read at most its size.
+pub fn open_source_file(p: &Path, seen: &std::fs::Metadata) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(p, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(p, flags, Mode::empty()),
+        r => r,
+    };
+    let fd = fd.map_err(|e| match e {
+        // O_NOFOLLOW on a symlink.
+        rustix::io::Errno::LOOP => changed("it is now a symlink"),
+        e => e.into(),
+    })?;
+    let file = std::fs::File::from(fd);
+    let md = file.metadata()?;
+    if !md.file_type().is_file() {
+        let what = format!("it is now a {:?}", kind_of(md.file_type())).to_lowercase();
+        return Err(changed(&what));
+    }
+    if (md.dev(), md.ino()) != (seen.dev(), seen.ino()) {
+        return Err(changed("it is now another file"));
+    }
+    Ok((file, md))
+}
+
+fn changed(what: &str) -> io::Error {
+    io::Error::other(format!("changed while read ({what}); skipped"))
+}
+
 /// Open for reading without updating atime where permitted (owner or root), so a backup or
 /// a verification pass leaves the times it reads untouched.
 pub fn open_noatime(p: &Path) -> io::Result<std::fs::File> {
@@ -227,5 +265,53 @@ pub fn open_noatime(p: &Path) -> io::Result<std::fs::File> {
     match r {
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => std::fs::File::open(p),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lstat` saw a regular file; by the open something else is at the path.
+    fn refused(dir: &Path, swap: impl FnOnce(&Path)) -> String {
+        let p = dir.join("f");
+        std::fs::write(&p, b"data").unwrap();
+        let seen = std::fs::symlink_metadata(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        swap(&p);
+        let e = open_source_file(&p, &seen).unwrap_err().to_string();
+        assert!(e.contains("changed while read"), "{e}");
+        match std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            true => std::fs::remove_dir(&p).unwrap(),
+            false => std::fs::remove_file(&p).unwrap(),
+        }
+        e
+    }
+
+    #[test]
+    fn a_swapped_in_fifo_symlink_or_file_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = |p: &Path| rustix::fs::mknodat(CWD, p, rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+        assert!(refused(d.path(), fifo).contains("fifo"));
+        let zero = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+        assert!(refused(d.path(), zero).contains("symlink"));
+        std::fs::write(d.path().join("other"), b"secret").unwrap();
+        let link = |p: &Path| std::os::unix::fs::symlink(d.path().join("other"), p).unwrap();
+        refused(d.path(), link);
+        let moved = |p: &Path| std::fs::rename(d.path().join("other"), p).unwrap();
+        assert!(refused(d.path(), moved).contains("another file"));
+        let dir = |p: &Path| std::fs::create_dir(p).unwrap();
+        assert!(refused(d.path(), dir).contains("dir"));
+    }
+
+    #[test]
+    fn the_file_lstat_saw_opens_with_its_own_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"data").unwrap();
+        let seen = std::fs::symlink_metadata(&p).unwrap();
+        std::fs::write(&p, b"data grown").unwrap();
+        let (_, md) = open_source_file(&p, &seen).unwrap();
+        assert_eq!(md.len(), 10);
     }
 }

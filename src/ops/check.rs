@@ -1,4 +1,5 @@
-//! `check`: the repository's structure is sound (every snapshot's trees load, every blob a
+//! `check`: the repository's structure is sound (every snapshot object authenticates and
+//! decodes — a damaged one is an error naming it, a stray name only a warning — its trees load, every blob a
 //! tree refers to is indexed, every indexed pack exists) and, with `read_data`, every pack's
 //! bytes hash to its name and every blob in it authenticates and matches its id.
 
@@ -52,8 +53,19 @@ pub fn check(repo: &Repository, index: &Index, read_data: bool) -> Result<CheckR
     let indexed: HashSet<String> = index.packs().iter().map(|p| p.to_hex()).collect();
     rep.unreferenced_packs = stored.iter().filter(|s| !indexed.contains(*s)).count();
 
-    let snaps = match repo.snapshots() {
-        Ok(s) => s,
+    let snaps = match repo.scan_snapshots() {
+        Ok(scan) => {
+            for name in &scan.stray {
+                eprintln!("pbak: warning: {name} is not a snapshot id (not written by pbak)");
+            }
+            for (name, reason) in &scan.damaged {
+                let id = name.rsplit('/').next().unwrap_or(name);
+                rep.errors.push(format!(
+                    "snapshot object {name} is damaged: {reason}; `pbak forget {id}` removes it"
+                ));
+            }
+            scan.good
+        }
         Err(e) => {
             rep.errors.push(e.to_string());
             Vec::new()

@@ -2,7 +2,8 @@
 //!
 //! Write order is pack → index → snapshot: nothing refers to an object not yet stored.
 //! Every object read from the backend is authenticated (and, for blobs, its keyed hash
-//! checked) before it is used.
+//! checked) before it is used. A damaged snapshot object or a stray name is skipped with a
+//! warning (one bad object must not stop every command); a damaged index file is not.
 
 mod blob;
 pub mod cache;
@@ -22,7 +23,7 @@ use crate::format::crypto::MasterKey;
 use crate::format::keyfile::{KdfParams, KeyFile, KeyFileError};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{self, Tree};
+use crate::format::tree::Tree;
 use crate::host::host_user;
 use crate::ids::{AnyBlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cache::Cache;
@@ -215,13 +216,27 @@ impl Repository {
     }
 
     /// Read, verify and decode the index files `names` (as listed), a few at a time (two per
-    /// core), handing each to `use_file` in listing order.
+    /// core), handing each to `use_file` in listing order. A name that is not an index id is
+    /// skipped with a warning (pbak never wrote it); an index file that cannot be read or
+    /// does not authenticate is an error, for every caller: prune deletes what no index file
+    /// lists as used, so it must never run on a partial index.
     pub fn for_each_index_file(
         &self,
         names: &[String],
         mut use_file: impl FnMut(IndexFile) -> Result<()>,
     ) -> Result<()> {
         let batch_len = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let names: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                let stray = IndexId::from_hex(n).is_none();
+                if stray {
+                    let name = layout::in_dir(layout::INDEX, n);
+                    eprintln!("pbak: warning: skipping {name}: its name is not an index id");
+                }
+                !stray
+            })
+            .collect();
         for batch in names.chunks(batch_len) {
             let files: Vec<Result<IndexFile>> = batch.par_iter().map(|n| self.read_index_file(n)).collect();
             for f in files {
@@ -275,23 +290,57 @@ impl Repository {
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(path, e))
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots, oldest first. Damaged snapshot objects and stray names in `snapshots/`
+    /// are skipped, each with a warning on stderr naming it (see [`Repository::scan_snapshots`]).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let scan = self.scan_snapshots()?;
+        for name in &scan.stray {
+            eprintln!("pbak: warning: skipping {name}: its name is not a snapshot id");
+        }
+        for (name, reason) in &scan.damaged {
+            let id = name.rsplit('/').next().unwrap_or(name);
+            eprintln!(
+                "pbak: warning: skipping corrupt snapshot object {name}: {reason}; \
+                 `pbak check` reports it, `pbak forget {id}` removes it"
+            );
+        }
+        Ok(scan.good)
+    }
+
+    /// Every listed snapshot object, read and sorted into good ones (oldest first), damaged
+    /// ones (the object does not authenticate or decode, also when read a second time) and
+    /// stray names. Any other error (the backend failing) is returned: a snapshot is only
+    /// ever left out because its own bytes are bad, never because a read failed.
+    pub fn scan_snapshots(&self) -> Result<SnapshotScan> {
         let names = self.backend.list(layout::SNAPSHOTS)?;
         if let Some(c) = &self.cache {
             let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
             c.retain(layout::SNAPSHOTS, |n| listed.contains(n));
         }
-        let mut out = names
+        let mut scan = SnapshotScan::default();
+        let read = names
             .par_iter()
             .map(|n| {
-                let id = SnapshotId::from_hex(n)
-                    .ok_or_else(|| Error::corrupt(layout::in_dir(layout::SNAPSHOTS, n), "name is not an id"))?;
-                Ok((id, self.load_snapshot(&id)?))
+                let Some(id) = SnapshotId::from_hex(n) else {
+                    return Ok((n, None));
+                };
+                match self.load_snapshot(&id).or_else(|_| self.load_snapshot(&id)) {
+                    Ok(s) => Ok((n, Some(Ok((id, s))))),
+                    Err(Error::Corrupt { reason, .. }) => Ok((n, Some(Err(reason)))),
+                    Err(e) => Err(e),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        for (n, r) in read {
+            let name = layout::in_dir(layout::SNAPSHOTS, n);
+            match r {
+                None => scan.stray.push(name),
+                Some(Ok(good)) => scan.good.push(good),
+                Some(Err(reason)) => scan.damaged.push((name, reason)),
+            }
+        }
+        scan.good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(scan)
     }
 
     /// Resolve `latest` or a unique hex prefix.
@@ -314,30 +363,17 @@ impl Repository {
             n => Err(Error::SnapshotAmbiguous(spec.into(), n)),
         }
     }
+}
 
-    /// Follow `subpath` (slash-separated, relative to the snapshot root) to its node's tree.
-    pub fn resolve_path(&self, index: &Index, root: &TreeId, subpath: &str) -> Result<(TreeId, Option<tree::Node>)> {
-        let mut current = *root;
-        let mut last = None;
-        for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            let t = self.load_tree(index, &current)?;
-            let node = t
-                .find(comp.as_bytes())
-                .cloned()
-                .ok_or_else(|| Error::PathNotInSnapshot {
-                    snapshot: root.short(),
-                    path: subpath.to_string(),
-                })?;
-            match node.subtree {
-                Some(st) => current = st,
-                None => {
-                    return Ok((current, Some(node)));
-                }
-            }
-            last = Some(node);
-        }
-        Ok((current, last))
-    }
+/// What [`Repository::scan_snapshots`] found; names are object paths (`snapshots/…`).
+#[derive(Debug, Default)]
+pub struct SnapshotScan {
+    /// Oldest first.
+    pub good: Vec<(SnapshotId, Snapshot)>,
+    /// Objects named by a snapshot id whose bytes do not authenticate or decode, and why.
+    pub damaged: Vec<(String, String)>,
+    /// Names that are not a snapshot id (a `README`): not written by pbak.
+    pub stray: Vec<String>,
 }
 
 fn local_dir_exists(name: &str) -> bool {

@@ -7,18 +7,20 @@
 //!   tree, or its load error, which the caller may keep (check) or return (prune).
 //! - [`Repository::walk_paths`]: depth first by path below one tree, for restore and `ls`.
 //!
-//! Neither keeps a tree after its visit: memory holds one level (by ids) or one path of
-//! trees, never a whole snapshot.
+//! Neither keeps a tree after its visit: memory holds one level (by ids) or the pending
+//! directories (by path and id), never a whole snapshot's trees. Neither recurses on the
+//! stack, so a snapshot of any depth walks (issue 11: 550 levels overflowed a thread's stack).
 
 use super::index::Index;
 use super::Repository;
-use crate::error::Result;
-use crate::format::tree::{Node, Tree};
+use crate::error::{Error, Result};
+use crate::format::tree::{self, Node, Tree};
 use crate::ids::TreeId;
 use rayon::prelude::*;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The order of a [`Repository::walk_paths`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,8 @@ impl Repository {
 
     /// Visit every entry below `tree`, whose path is `dir`, with its path (`dir/name/…`).
     /// `visit` returns whether to descend into the entry (only directories have a subtree).
+    /// Neither order recurses on the stack, so any depth works: `Sequential` keeps its own
+    /// stack of directories, `Parallel` spawns each subtree as a job of one rayon scope.
     pub fn walk_paths(
         &self,
         index: &Index,
@@ -77,27 +81,92 @@ impl Repository {
         order: Order,
         visit: &(dyn Fn(&Path, &Node) -> Result<bool> + Sync),
     ) -> Result<()> {
-        let t = self.load_tree(index, tree)?;
-        let step = |n: &Node| -> Result<Option<(std::path::PathBuf, TreeId)>> {
-            let path = dir.join(OsStr::from_bytes(&n.name));
-            let descend = visit(&path, n)?;
-            Ok(match n.subtree {
-                Some(st) if descend && n.is_dir() => Some((path, st)),
-                _ => None,
-            })
-        };
+        let dir = dir.to_path_buf();
         match order {
             Order::Sequential => {
-                let subdirs = t.nodes.iter().map(step).collect::<Result<Vec<_>>>()?;
-                for (path, st) in subdirs.into_iter().flatten() {
-                    self.walk_paths(index, &st, &path, order, visit)?;
+                let mut todo = vec![(dir, *tree)];
+                while let Some((dir, tree)) = todo.pop() {
+                    let mut subdirs = self.walk_one(index, &tree, &dir, visit)?;
+                    subdirs.reverse();
+                    todo.extend(subdirs);
                 }
                 Ok(())
             }
-            Order::Parallel => t.nodes.par_iter().try_for_each(|n| match step(n)? {
-                Some((path, st)) => self.walk_paths(index, &st, &path, order, visit),
-                None => Ok(()),
-            }),
+            Order::Parallel => {
+                let failed = std::sync::Mutex::new(None);
+                rayon::scope(|s| self.spawn_walk(s, index, (dir, *tree), visit, &failed));
+                failed.into_inner().expect("lock").map_or(Ok(()), Err)
+            }
         }
+    }
+
+    /// Visit the entries of one tree in name order; the subdirectories to descend into.
+    fn walk_one(
+        &self,
+        index: &Index,
+        tree: &TreeId,
+        dir: &Path,
+        visit: &(dyn Fn(&Path, &Node) -> Result<bool> + Sync),
+    ) -> Result<Vec<(PathBuf, TreeId)>> {
+        let t = self.load_tree(index, tree)?;
+        let mut subdirs = Vec::new();
+        for n in &t.nodes {
+            let path = dir.join(OsStr::from_bytes(&n.name));
+            let descend = visit(&path, n)?;
+            if let Some(st) = n.subtree.filter(|_| descend && n.is_dir()) {
+                subdirs.push((path, st));
+            }
+        }
+        Ok(subdirs)
+    }
+
+    /// One job of a parallel walk: visit a tree's entries, spawn a job per subdirectory.
+    /// Jobs return before their children run, so the stack does not grow with the depth.
+    /// The first error is kept and stops further jobs.
+    fn spawn_walk<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        index: &'s Index,
+        (dir, tree): (PathBuf, TreeId),
+        visit: &'s (dyn Fn(&Path, &Node) -> Result<bool> + Sync),
+        failed: &'s Mutex<Option<crate::error::Error>>,
+    ) {
+        if failed.lock().expect("lock").is_some() {
+            return;
+        }
+        match self.walk_one(index, &tree, &dir, visit) {
+            Ok(subdirs) => {
+                for sub in subdirs {
+                    s.spawn(move |s| self.spawn_walk(s, index, sub, visit, failed));
+                }
+            }
+            Err(e) => {
+                failed.lock().expect("lock").get_or_insert(e);
+            }
+        }
+    }
+
+    /// Follow `subpath` (slash-separated, relative to the snapshot root) to its node's tree.
+    pub fn resolve_path(&self, index: &Index, root: &TreeId, subpath: &str) -> Result<(TreeId, Option<tree::Node>)> {
+        let mut current = *root;
+        let mut last = None;
+        for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let t = self.load_tree(index, &current)?;
+            let node = t
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotInSnapshot {
+                    snapshot: root.short(),
+                    path: subpath.to_string(),
+                })?;
+            match node.subtree {
+                Some(st) => current = st,
+                None => {
+                    return Ok((current, Some(node)));
+                }
+            }
+            last = Some(node);
+        }
+        Ok((current, last))
     }
 }

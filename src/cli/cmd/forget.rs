@@ -52,6 +52,12 @@ pub fn run(cli: &Cli, f: &ForgetArgs) -> Result<i32> {
     let dry_run = opts.dry_run;
     let plan = &mut |groups: &[ForgetGroup]| print_plan(cli, groups, dry_run);
     let rep = forget::run(&repo, &opts, plan, &super::prune::log(cli))?;
+    if !cli.json {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for name in &rep.damaged {
+            println!("{verb} damaged snapshot object {name}");
+        }
+    }
     if let Some(p) = &rep.pruned {
         super::prune::print(cli, p);
     }

@@ -6,7 +6,7 @@ use super::walk::Ctx;
 use crate::error::{Error, Result};
 use crate::format::pack::{BlobKind, SealedBlob};
 use crate::format::tree::{Node, NodeKind, Time, Tree};
-use crate::fs::node::{data_extents, open_noatime};
+use crate::fs::node::{data_extents, open_source_file};
 use crate::ids::{BlobId, DataId, TreeId};
 use rayon::prelude::*;
 use std::io::{Read, Seek, SeekFrom};
@@ -93,18 +93,21 @@ impl Ctx<'_> {
         }
         let io = |e| Error::io(read, e);
         let chunker = self.repo.chunker();
-        let mut file = open_noatime(read).map_err(io)?;
-        if let Some(ext) = data_extents(&file, md).map_err(io)? {
+        // What the walk's lstat saw, opened without following or blocking; read at most the
+        // size the descriptor has now, so a file that grows is not followed.
+        let (file, md) = open_source_file(read, md).map_err(io)?;
+        let size = md.size();
+        let mut file = file.take(size);
+        if let Some(ext) = data_extents(file.get_ref(), &md).map_err(io)? {
             for &(off, len) in &ext {
-                file.seek(SeekFrom::Start(off)).map_err(io)?;
-                self.stream_chunks(&chunker, (&mut file).take(len), &mut node.content, read)?;
+                file.get_mut().seek(SeekFrom::Start(off)).map_err(io)?;
+                file.set_limit(len);
+                self.stream_chunks(&chunker, &mut file, &mut node.content, read)?;
             }
             node.extents = Some(ext);
-            return Ok(());
-        }
-        let size = md.size() as usize;
-        if size <= chunker.segment_size() {
-            let mut buf = Vec::with_capacity(size);
+            node.size = size;
+        } else if size as usize <= chunker.segment_size() {
+            let mut buf = Vec::with_capacity(size as usize);
             file.read_to_end(&mut buf).map_err(io)?;
             node.size = buf.len() as u64;
             let mut off = 0;
@@ -118,7 +121,7 @@ impl Ctx<'_> {
                 .collect();
             node.content = self.save_chunks(&chunks)?;
         } else if self.opts.readonly_source {
-            let map = crate::chunker::map_readonly(&file).map_err(io)?;
+            let map = crate::chunker::map_readonly(file.get_ref()).map_err(io)?;
             let mut off = 0;
             let lens = chunker.cut_all(&map);
             for group in lens.chunks(16) {
@@ -134,6 +137,12 @@ impl Ctx<'_> {
             node.size = map.len() as u64;
         } else {
             node.size = self.stream_chunks(&chunker, &mut file, &mut node.content, read)?;
+        }
+        if file.get_ref().metadata().is_ok_and(|now| now.size() > size) {
+            self.warn(format!(
+                "{}: grew while read; stored its first {size} bytes",
+                read.display()
+            ));
         }
         Ok(())
     }

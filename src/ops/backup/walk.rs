@@ -124,9 +124,17 @@ pub(super) fn scan_totals(mut stack: Vec<PathBuf>, progress: &Progress, walk_don
 
 fn is_cache_dir(dir: &Path) -> bool {
     const SIG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+    use rustix::fs::{Mode, OFlags};
     let mut buf = [0u8; 43];
-    std::fs::File::open(dir.join("CACHEDIR.TAG"))
-        .and_then(|mut f| f.read_exact(&mut buf))
+    // Never follow or block: the tag may be a symlink or a FIFO.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    rustix::fs::open(dir.join("CACHEDIR.TAG"), flags, Mode::empty())
+        .map(std::fs::File::from)
+        .map_err(std::io::Error::from)
+        .and_then(|mut f| match f.metadata()?.is_file() {
+            true => f.read_exact(&mut buf),
+            false => Err(std::io::Error::other("not a regular file")),
+        })
         .map(|()| buf == SIG)
         .unwrap_or(false)
 }

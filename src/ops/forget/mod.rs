@@ -1,6 +1,9 @@
 //! `forget`: which snapshots the keep rules remove (per group of host, paths or tags), and
 //! deleting them.
 //!
+//! A damaged snapshot object (one that does not authenticate or decode) is removed by its
+//! full id, by name: its time and paths are unknown, so no keep rule ever selects it.
+//!
 //! Invariants: [`run`] takes the exclusive lock itself, and a prune asked for with it runs
 //! under that same lock (no backup can start in between); the deletions are made durable
 //! (a backend barrier) before prune reads the remaining snapshots or the operation returns.
@@ -89,6 +92,33 @@ pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, rules: &KeepRules, by: Gr
     groups
 }
 
+/// The snapshots `specs` name: ids of readable ones, and object names of damaged ones. A
+/// damaged snapshot cannot be decoded, so it is matched by its full id (or `snapshots/<id>`)
+/// only, never by a prefix or `latest`.
+fn resolve(repo: &Repository, specs: &[String]) -> Result<(Vec<SnapshotId>, Vec<String>)> {
+    let (mut ids, mut damaged) = (Vec::new(), Vec::new());
+    let mut scan = None;
+    for spec in specs {
+        match repo.find_snapshot(spec) {
+            Ok((id, _)) => ids.push(id),
+            Err(e @ Error::SnapshotNotFound(_)) => {
+                let scan = match &mut scan {
+                    Some(s) => s,
+                    None => scan.insert(repo.scan_snapshots()?),
+                };
+                let hex = spec.strip_prefix("snapshots/").unwrap_or(spec).to_ascii_lowercase();
+                let name = layout::in_dir(layout::SNAPSHOTS, &hex);
+                match scan.damaged.iter().any(|(n, _)| *n == name) {
+                    true => damaged.push(name),
+                    false => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((ids, damaged))
+}
+
 pub fn delete_snapshot(repo: &Repository, id: &SnapshotId) -> Result<()> {
     repo.backend().delete(&layout::snapshot(id))?;
     Ok(())
@@ -112,6 +142,8 @@ pub struct ForgetReport {
     /// The plan: every considered snapshot, with `false` for those removed (or, in a dry
     /// run, that would be).
     pub groups: Vec<ForgetGroup>,
+    /// Damaged snapshot objects removed by name (`snapshots/…`; in a dry run, that would be).
+    pub damaged: Vec<String>,
     pub dry_run: bool,
     pub pruned: Option<PruneReport>,
 }
@@ -126,10 +158,7 @@ pub fn run(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<ForgetReport> {
     let _lock = repo.lock(true, "forget")?;
-    let mut explicit = Vec::new();
-    for spec in &opts.snapshots {
-        explicit.push(repo.find_snapshot(spec)?.0);
-    }
+    let (explicit, damaged) = resolve(repo, &opts.snapshots)?;
     let mut groups = plan_forget(repo.snapshots_matching(&opts.filter)?, &opts.rules, opts.group_by);
     // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
     for g in &mut groups {
@@ -144,6 +173,9 @@ pub fn run(
         for (id, _, _) in groups.iter().flat_map(|g| &g.snapshots).filter(|s| !s.2) {
             delete_snapshot(repo, id)?;
         }
+        for name in &damaged {
+            repo.backend().delete(name)?;
+        }
         repo.backend().barrier()?;
     }
     let pruned = match &opts.prune {
@@ -152,6 +184,7 @@ pub fn run(
     };
     Ok(ForgetReport {
         groups,
+        damaged,
         dry_run: opts.dry_run,
         pruned,
     })
