@@ -76,6 +76,10 @@ fn a_damaged_snapshot_and_stray_names_stay_local() {
         p.repo.join("snapshots").join(bad).exists(),
         "no keep rule selects a damaged snapshot"
     );
+    assert!(
+        p.repo.join("index/README").exists(),
+        "prune deletes old index files, not stray names beside them"
+    );
     // Neither a prefix nor `latest` names a damaged snapshot: only its full id.
     assert!(!p.run(&["--no-cache", "forget", &bad[..8]]).status.success());
     let out = p.ok(&["--no-cache", "forget", bad]);

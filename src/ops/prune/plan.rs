@@ -97,7 +97,10 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
         ..Default::default()
     };
     log("loading index files");
-    let index_names = repo.backend().list(layout::INDEX)?;
+    // Only names that are index ids: a stray name (a `README`) is warned about by the
+    // loader and must not be deleted with the old index files.
+    let mut index_names = repo.backend().list(layout::INDEX)?;
+    index_names.retain(|n| crate::ids::IndexId::from_hex(n).is_some());
     let mut files = Vec::new();
     repo.for_each_index_file(&index_names, |f| {
         files.push(f);
