@@ -33,8 +33,11 @@ impl Repository {
         for id in listed_keys(&self.backend)? {
             let path = layout::key(&id);
             let bytes = self.backend.get(&path)?;
-            let kf = KeyFile::decode(&bytes).map_err(|e| Error::corrupt(&path, e))?;
-            out.push((id, kf));
+            match KeyFile::decode(&bytes) {
+                Ok(kf) => out.push((id, kf)),
+                // One bad key file must not hide the others.
+                Err(e) => eprintln!("pbak: warning: skipping {path}: {e}"),
+            }
         }
         Ok(out)
     }

@@ -79,7 +79,16 @@ impl Repository {
         };
         for key_id in keys::listed_keys(&backend)? {
             let bytes = backend.get(&layout::key(&key_id))?;
-            let Ok(kf) = KeyFile::decode(&bytes) else { continue };
+            let kf = match KeyFile::decode(&bytes) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    let name = layout::key(&key_id);
+                    eprintln!(
+                        "pbak: warning: skipping {name}: {e}; remove it with `pbak key remove` if it is not needed"
+                    );
+                    continue;
+                }
+            };
             match kf.open(password) {
                 Ok(key) => {
                     let plain = key
