@@ -4,20 +4,23 @@
 use crate::error::{Error, Result};
 use crate::format::pack::BlobEntry;
 use crate::format::tree::Node;
+use crate::fs::at::{self, DirTree, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
 use crate::repo::pack_reader::Cover;
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Where restored data goes: files by number, and per pack the blobs to write.
 #[derive(Default)]
 pub(super) struct ContentPlan {
-    pub(super) files: Vec<Box<Path>>,
+    /// Each file's path below the target and the inode created for it.
+    pub(super) files: Vec<(Box<Path>, Ino)>,
     /// pack → (blob, file number, offset in the file)
     pub(super) by_pack: HashMap<PackId, Vec<(DataId, u32, u64)>>,
 }
@@ -56,11 +59,13 @@ pub(super) fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)
 
 /// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
 /// at most [`crate::repo::pack_reader::READ_WINDOW`] (a single larger blob alone), and each blob is opened once and
-/// written to every place it goes.
+/// written to every place it goes. Each write goes through a descriptor opened relative to
+/// the file's directory descriptor, and only into the inode the first pass created.
 pub(super) fn write_contents(
     repo: &Repository,
     index: &Index,
     target: &Path,
+    dirs: &DirTree,
     plan: ContentPlan,
     bytes_done: &AtomicU64,
 ) -> Result<()> {
@@ -91,13 +96,12 @@ pub(super) fn write_contents(
         }
         repo.read_pack_blobs(&pack, &blobs, Cover::Blobs, &mut |_| {}, &mut |i, data| {
             for &(_, file, off) in &targets[ranges[i].clone()] {
-                let fpath = target.join(&files[file as usize]);
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&fpath)
-                    .map_err(|e| Error::io(&fpath, e))?;
-                f.write_all_at(data, off).map_err(|e| Error::io(&fpath, e))?;
+                let (rel, key) = &files[file as usize];
+                let fpath = target.join(rel);
+                let io = |e| Error::io(&fpath, e);
+                let (dir, name) = dirs.parent(rel).map_err(io)?;
+                let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
+                f.write_all_at(data, off).map_err(io)?;
                 bytes_done.fetch_add(data.len() as u64, Relaxed);
             }
             Ok(())
@@ -106,13 +110,15 @@ pub(super) fn write_contents(
 }
 
 /// Re-read a restored file and check its size and every chunk's id.
-pub(super) fn verify_file(repo: &Repository, index: &Index, path: &Path, node: &Node) -> Result<()> {
+pub(super) fn verify_file(repo: &Repository, index: &Index, path: &Path, f: &std::fs::File, node: &Node) -> Result<()> {
     let fail = |reason: String| Error::VerifyFailed {
         path: path.to_path_buf(),
         reason,
     };
-    let f = crate::fs::node::open_noatime(path).map_err(|e| Error::io(path, e))?;
     let md = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
     if md.len() != node.size {
         return Err(fail(format!("size {} instead of {}", md.len(), node.size)));
     }

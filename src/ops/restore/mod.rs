@@ -2,14 +2,18 @@
 //! target, fill file contents pack by pack (each needed pack range is read once), then apply
 //! metadata, directories last and deepest first so their times stick.
 //!
-//! Safety: entry names were validated when their tree was decoded (no `/`, `.`, `..`), all
-//! directories on the way are created by us, and files are opened with O_NOFOLLOW, so
-//! nothing in a repository can make a restore write outside the target.
+//! Safety: entry names were validated when their tree was decoded (no `/`, `.`, `..`), so
+//! nothing in a repository can make a restore write outside the target. Nothing a local user
+//! does inside the target during a restore can either: the target is opened once and every
+//! entry below it is created, written and given its metadata through directory descriptors
+//! that never follow a symlink (`crate::fs::at`); directories stay 0700 until their final
+//! metadata; contents and metadata go only to inodes the restore made itself.
 //!
-//! Files: `walk.rs` (the passes over the trees: create, link, metadata), `contents.rs` (file
-//! contents from packs, and `--verify`).
+//! Files: `walk.rs` (the passes over the trees: create, link), `contents.rs` (file contents
+//! from packs), `meta.rs` (metadata, and `--verify`).
 
 mod contents;
+mod meta;
 mod walk;
 
 use crate::error::{Error, Result};
@@ -125,10 +129,10 @@ pub fn restore(
     let base = PathBuf::from("/").join(opts.subpath.trim_matches('/'));
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?;
-    let w = walk::Walk::new(repo, index, sel, target, tree_id, single, base);
+    let w = walk::Walk::new(repo, index, sel, target, tree_id, single, base)?;
     w.for_each(&|e| w.create(e))?;
     w.link_later_names()?;
-    contents::write_contents(repo, index, &w.target, w.take_plan(), bytes_done)?;
+    contents::write_contents(repo, index, &w.target, &w.dirs, w.take_plan(), bytes_done)?;
     let owner_skipped = w.apply_metadata()?;
     let mut sum = w.take_summary();
     if owner_skipped {
