@@ -4,9 +4,10 @@
 //! Metadata goes only to inodes the first pass made ([`Walk::inodes`]), each once: an entry
 //! that is no longer the one created (a user swapped it for a symlink, a hard link or another
 //! file) is left alone with a warning, and a later name of a hard link is skipped because its
-//! inode was already done.
+//! inode was already done. Files whose data was damaged are set aside first
+//! ([`Walk::set_aside`]) and get no metadata.
 
-use super::contents::verify_file;
+use super::contents::{verify_file, Damaged};
 use super::walk::{Entry, Walk};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
@@ -17,6 +18,36 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 impl Walk<'_> {
+    /// Move each damaged file (and later names of its hard links) to `NAME.pbak-partial`,
+    /// out of the metadata and verify passes, with a warning; returns how many.
+    pub(super) fn set_aside(&self, damaged: &[Damaged]) -> Result<u64> {
+        let mut names: Vec<(PathBuf, String)> = Vec::new();
+        for (rel, key, why) in damaged {
+            self.inodes.lock().expect("lock").remove(key);
+            names.push((rel.to_path_buf(), why.clone()));
+        }
+        for (first, later) in self.links.lock().expect("lock").iter() {
+            if damaged.iter().any(|(rel, _, _)| **rel == **first) {
+                names.push((later.clone(), format!("a hard link to {}", first.display())));
+            }
+        }
+        for (rel, why) in &names {
+            let path = self.target.join(rel);
+            let io = |e| Error::io(&path, e);
+            let (dir, name) = self.dirs.parent(rel).map_err(io)?;
+            let mut partial = name.to_os_string();
+            partial.push(".pbak-partial");
+            rustix::fs::renameat(&dir, name, &dir, &partial).map_err(|e| io(e.into()))?;
+            self.warn(format!(
+                "{}: data damaged, left as {}: {why}",
+                path.display(),
+                partial.to_string_lossy()
+            ));
+            self.failed.lock().expect("lock").insert(rel.clone());
+        }
+        Ok(names.len() as u64)
+    }
+
     /// Take `key` out of the inodes still waiting for metadata; false when it is not ours or
     /// already done.
     fn claim(&self, key: at::Ino) -> bool {

@@ -33,7 +33,9 @@ pub(super) struct Walk<'a> {
     /// (device, inode) of multiply-linked files → the name created first.
     first_link: Mutex<HashMap<(u64, u64), PathBuf>>,
     /// Later names of multiply-linked files, linked once every first name exists.
-    links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    pub(super) links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Files whose data was damaged, set aside under a `.pbak-partial` name.
+    pub(super) failed: Mutex<HashSet<PathBuf>>,
     plan: Mutex<ContentPlan>,
     sum: Mutex<RestoreSummary>,
     /// What the walks cover: the tree at the restored path, or the single non-directory
@@ -71,6 +73,7 @@ impl<'a> Walk<'a> {
             created: Mutex::new(HashSet::new()),
             first_link: Mutex::default(),
             links: Mutex::default(),
+            failed: Mutex::default(),
             plan: Mutex::default(),
             sum: Mutex::default(),
             tree,
@@ -213,7 +216,9 @@ impl Walk<'_> {
         if e.node.is_dir() {
             self.created.lock().expect("lock").contains(&e.rel)
         } else {
-            e.node.kind != NodeKind::Socket && self.sel.included(&e.snap)
+            e.node.kind != NodeKind::Socket
+                && self.sel.included(&e.snap)
+                && !self.failed.lock().expect("lock").contains(&e.rel)
         }
     }
 
