@@ -94,7 +94,11 @@ impl DirTree {
         }
         let mut fd = self.root.try_clone()?;
         for c in rel.components() {
-            fd = rustix::fs::openat(&fd, c.as_os_str(), DIR_FLAGS, Mode::empty())?;
+            // Only plain names: `..` or `/` would leave the target (RESOLVE_BENEATH's job above).
+            let std::path::Component::Normal(c) = c else {
+                return Err(Errno::XDEV.into());
+            };
+            fd = rustix::fs::openat(&fd, c, DIR_FLAGS, Mode::empty())?;
         }
         Ok(fd)
     }
@@ -302,4 +306,62 @@ pub fn apply_path_fd(
 fn ino_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Ino> {
     let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok((st.st_dev, st.st_ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn both(f: impl Fn(&DirTree, &Path)) {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(t.path().join("outside"), b"keep").unwrap();
+        symlink(root.join("a"), root.join("s")).unwrap();
+        symlink(t.path(), root.join("up")).unwrap();
+        for openat2 in [true, false] {
+            let d = DirTree::open(&root).unwrap();
+            d.openat2.store(openat2, Relaxed);
+            f(&d, t.path());
+        }
+    }
+
+    #[test]
+    fn directories_are_never_reached_through_a_symlink() {
+        both(|d, _| {
+            assert!(d.dir(Path::new("a/b")).is_ok());
+            for bad in ["s", "s/b", "up", "up/root", "a/../..", "/tmp"] {
+                assert!(d.dir(Path::new(bad)).is_err(), "{bad} opened");
+            }
+            let e = d.mkdir(Path::new("s")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotADirectory);
+            assert!(d.mkdir(Path::new("up/new")).is_err());
+            d.mkdir(Path::new("a/c")).unwrap();
+            d.mkdir(Path::new("a/c")).unwrap();
+        });
+    }
+
+    #[test]
+    fn files_replace_a_symlink_instead_of_writing_through_it() {
+        both(|d, base| {
+            let outside = base.join("outside");
+            let root = d.dir(Path::new("")).unwrap();
+            symlink(&outside, base.join("root/f")).unwrap();
+            let f = create_file(root.as_fd(), OsStr::new("f")).unwrap();
+            std::io::Write::write_all(&mut &f, b"new").unwrap();
+            assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+            assert!(!std::fs::symlink_metadata(base.join("root/f")).unwrap().is_symlink());
+            // Writes and metadata only go to the inode that was created.
+            let key = ino(f.as_fd()).unwrap();
+            std::fs::remove_file(base.join("root/f")).unwrap();
+            symlink(&outside, base.join("root/f")).unwrap();
+            assert!(open_created(root.as_fd(), OsStr::new("f"), key, true).is_err());
+            std::fs::remove_file(base.join("root/f")).unwrap();
+            std::fs::hard_link(&outside, base.join("root/f")).unwrap();
+            let e = open_created(root.as_fd(), OsStr::new("f"), key, true).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+            std::fs::remove_file(base.join("root/f")).unwrap();
+        });
+    }
 }
