@@ -253,17 +253,19 @@ fn ids(node: &Node) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
     )
 }
 
-/// Apply owner, mode, xattrs and times of `node` through `fd`, an open file or directory
-/// (in that order: chown clears setuid bits, and each change touches ctime).
+/// Apply owner, xattrs, mode and times of `node` through `fd`, an open file or directory
+/// (in that order: chown clears setuid bits; xattrs before the mode, because a user's own
+/// read-only file refuses `user.*` xattrs, and an ACL written then is reconciled by the chmod;
+/// times last, since each change touches ctime).
 pub fn apply_fd(fd: BorrowedFd, node: &Node, is_root: bool) -> io::Result<ApplyWarnings> {
     let mut w = ApplyWarnings::default();
     let (uid, gid) = ids(node);
     chown_result(rustix::fs::fchown(fd, uid, gid), is_root, &mut w)?;
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
     for (name, value) in &node.xattrs {
         let r = rustix::fs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty());
         xattr_result(r, name, is_root)?;
     }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
     rustix::fs::futimens(fd, &times(node))?;
     Ok(w)
 }
@@ -288,14 +290,14 @@ pub fn apply_path_fd(
     // special files stay as created (0600) and those of symlinks are skipped.
     let proc = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
     let have_proc = Path::new("/proc/self/fd").is_dir();
-    if node.kind != NodeKind::Symlink && have_proc {
-        rustix::fs::chmodat(CWD, &proc, Mode::from_raw_mode(node.mode), AtFlags::empty())?;
-    }
     if have_proc {
         for (name, value) in &node.xattrs {
             let r = rustix::fs::setxattr(&proc, OsStr::from_bytes(name), value, XattrFlags::empty());
             xattr_result(r, name, is_root)?;
         }
+    }
+    if node.kind != NodeKind::Symlink && have_proc {
+        rustix::fs::chmodat(CWD, &proc, Mode::from_raw_mode(node.mode), AtFlags::empty())?;
     }
     if ino(fd)? == ino_at(dir, name)? {
         rustix::fs::utimensat(dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW)?;
