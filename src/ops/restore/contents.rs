@@ -1,23 +1,28 @@
 //! File contents: where each chunk of a file goes, filling files pack by pack through the
-//! repository's pack reader, and re-reading them for `--verify`.
+//! repository's pack reader (a damaged blob costs only the files that need it), and
+//! re-reading them for `--verify`.
 
 use crate::error::{Error, Result};
 use crate::format::pack::BlobEntry;
 use crate::format::tree::Node;
+use crate::fs::at::{self, DirTree, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
 use crate::repo::pack_reader::Cover;
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Where restored data goes: files by number, and per pack the blobs to write.
 #[derive(Default)]
 pub(super) struct ContentPlan {
-    pub(super) files: Vec<Box<Path>>,
+    /// Each file's path below the target and the inode created for it.
+    pub(super) files: Vec<(Box<Path>, Ino)>,
     /// pack → (blob, file number, offset in the file)
     pub(super) by_pack: HashMap<PackId, Vec<(DataId, u32, u64)>>,
 }
@@ -54,65 +59,139 @@ pub(super) fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)
     Ok(out)
 }
 
+/// A file whose data could not be read: its path below the target, its inode, and why.
+pub(super) type Damaged = (Box<Path>, Ino, String);
+
 /// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
-/// at most [`crate::repo::pack_reader::READ_WINDOW`] (a single larger blob alone), and each blob is opened once and
-/// written to every place it goes.
+/// at most [`crate::repo::pack_reader::READ_WINDOW`] (a single larger blob alone), and each
+/// blob is opened once and written to every place it goes. Each write goes through a
+/// descriptor opened relative to the file's directory descriptor, and only into the inode the
+/// first pass created.
+///
+/// Damage stays local: when a pack cannot be read or a blob in it does not open, the blobs
+/// not yet written are read again one by one, and the files that need a blob that still fails
+/// are returned (their other chunks are written). Errors writing the target stay fatal.
 pub(super) fn write_contents(
     repo: &Repository,
     index: &Index,
     target: &Path,
+    dirs: &DirTree,
     plan: ContentPlan,
     bytes_done: &AtomicU64,
-) -> Result<()> {
+) -> Result<Vec<Damaged>> {
     let files = plan.files;
     let packs: Vec<_> = plan.by_pack.into_iter().collect();
-    packs.into_par_iter().try_for_each(|(pack, mut targets)| {
-        let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
-        targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
-        // Each blob once, with the range of `targets` it is written to.
-        let mut blobs: Vec<BlobEntry> = Vec::new();
-        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-        for (k, (id, _, _)) in targets.iter().enumerate() {
-            match blobs.last() {
-                Some(b) if b.id == id.blob() => ranges.last_mut().expect("paired").end = k + 1,
-                _ => {
-                    let l = loc_of(id);
-                    blobs.push(BlobEntry {
-                        id: id.blob(),
-                        kind: l.kind,
-                        offset: l.offset,
-                        length: l.length,
-                        raw_length: l.raw_length,
-                        compressed: l.compressed,
-                    });
-                    ranges.push(k..k + 1);
+    let damaged: Mutex<HashMap<u32, String>> = Mutex::default();
+    packs
+        .into_par_iter()
+        .try_for_each(|(pack, mut targets)| -> Result<()> {
+            let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
+            targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
+            let (blobs, ranges) = blobs_of(index, &targets);
+            let write = |i: usize, data: &[u8]| -> Result<()> {
+                for &(_, file, off) in &targets[ranges[i].clone()] {
+                    let (rel, key) = &files[file as usize];
+                    let fpath = target.join(rel);
+                    let io = |e| Error::io(&fpath, e);
+                    let (dir, name) = dirs.parent(rel).map_err(io)?;
+                    let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
+                    f.write_all_at(data, off).map_err(io)?;
+                    bytes_done.fetch_add(data.len() as u64, Relaxed);
+                }
+                Ok(())
+            };
+            // Blobs `done` are written; a write error is kept apart from a read error.
+            let read = |range: std::ops::Range<usize>, done: &mut [bool]| -> Result<Result<()>> {
+                let mut write_err = None;
+                let r = repo.read_pack_blobs(
+                    &pack,
+                    &blobs[range.clone()],
+                    Cover::Blobs,
+                    &mut |_| {},
+                    &mut |i, data| {
+                        let k = range.start + i;
+                        write(k, data).inspect_err(|e| write_err = Some(e.to_string()))?;
+                        done[k] = true;
+                        Ok(())
+                    },
+                );
+                match (r, write_err) {
+                    (Err(e), Some(_)) => Err(e),
+                    (r, _) => Ok(r),
+                }
+            };
+            let mut done = vec![false; blobs.len()];
+            if read(0..blobs.len(), &mut done)?.is_ok() {
+                return Ok(());
+            }
+            for k in 0..blobs.len() {
+                if done[k] {
+                    continue;
+                }
+                if let Err(e) = read(k..k + 1, &mut done)? {
+                    let mut d = damaged.lock().expect("lock");
+                    for &(_, file, _) in &targets[ranges[k].clone()] {
+                        d.entry(file).or_insert_with(|| why(&e));
+                    }
                 }
             }
-        }
-        repo.read_pack_blobs(&pack, &blobs, Cover::Blobs, &mut |_| {}, &mut |i, data| {
-            for &(_, file, off) in &targets[ranges[i].clone()] {
-                let fpath = target.join(&files[file as usize]);
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&fpath)
-                    .map_err(|e| Error::io(&fpath, e))?;
-                f.write_all_at(data, off).map_err(|e| Error::io(&fpath, e))?;
-                bytes_done.fetch_add(data.len() as u64, Relaxed);
-            }
             Ok(())
+        })?;
+    let mut out: Vec<Damaged> = damaged
+        .into_inner()
+        .expect("lock")
+        .into_iter()
+        .map(|(file, why)| {
+            let (rel, key) = &files[file as usize];
+            (rel.clone(), *key, why)
         })
-    })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// What went wrong reading a blob, without the advice the error adds for a whole command.
+fn why(e: &Error) -> String {
+    match e {
+        Error::Corrupt { object, reason } => format!("{object}: {reason}"),
+        e => e.to_string(),
+    }
+}
+
+/// Each blob of a pack's sorted targets once, with the range of `targets` it is written to.
+fn blobs_of(index: &Index, targets: &[(DataId, u32, u64)]) -> (Vec<BlobEntry>, Vec<std::ops::Range<usize>>) {
+    let mut blobs: Vec<BlobEntry> = Vec::new();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for (k, (id, _, _)) in targets.iter().enumerate() {
+        match blobs.last() {
+            Some(b) if b.id == id.blob() => ranges.last_mut().expect("paired").end = k + 1,
+            _ => {
+                let l = index.get(id).expect("planned blobs are indexed");
+                blobs.push(BlobEntry {
+                    id: id.blob(),
+                    kind: l.kind,
+                    offset: l.offset,
+                    length: l.length,
+                    raw_length: l.raw_length,
+                    compressed: l.compressed,
+                });
+                ranges.push(k..k + 1);
+            }
+        }
+    }
+    (blobs, ranges)
 }
 
 /// Re-read a restored file and check its size and every chunk's id.
-pub(super) fn verify_file(repo: &Repository, index: &Index, path: &Path, node: &Node) -> Result<()> {
+pub(super) fn verify_file(repo: &Repository, index: &Index, path: &Path, f: &std::fs::File, node: &Node) -> Result<()> {
     let fail = |reason: String| Error::VerifyFailed {
         path: path.to_path_buf(),
         reason,
     };
-    let f = crate::fs::node::open_noatime(path).map_err(|e| Error::io(path, e))?;
     let md = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
     if md.len() != node.size {
         return Err(fail(format!("size {} instead of {}", md.len(), node.size)));
     }

@@ -2,14 +2,18 @@
 //! target, fill file contents pack by pack (each needed pack range is read once), then apply
 //! metadata, directories last and deepest first so their times stick.
 //!
-//! Safety: entry names were validated when their tree was decoded (no `/`, `.`, `..`), all
-//! directories on the way are created by us, and files are opened with O_NOFOLLOW, so
-//! nothing in a repository can make a restore write outside the target.
+//! Safety: entry names were validated when their tree was decoded (no `/`, `.`, `..`), so
+//! nothing in a repository can make a restore write outside the target. Nothing a local user
+//! does inside the target during a restore can either: the target is opened once and every
+//! entry below it is created, written and given its metadata through directory descriptors
+//! that never follow a symlink (`crate::fs::at`); directories stay 0700 until their final
+//! metadata; contents and metadata go only to inodes the restore made itself.
 //!
-//! Files: `walk.rs` (the passes over the trees: create, link, metadata), `contents.rs` (file
-//! contents from packs, and `--verify`).
+//! Files: `walk.rs` (the passes over the trees: create, link), `contents.rs` (file contents
+//! from packs), `meta.rs` (metadata, and `--verify`).
 
 mod contents;
+mod meta;
 mod walk;
 
 use crate::error::{Error, Result};
@@ -39,6 +43,8 @@ pub struct RestoreSummary {
     pub hardlinks: u64,
     pub bytes: u64,
     pub verified_files: u64,
+    /// Files whose data could not be read (a damaged pack or blob), left as `NAME.pbak-partial`.
+    pub failed_files: u64,
     pub warnings: Vec<String>,
 }
 
@@ -100,8 +106,28 @@ pub fn prepare<'a>(repo: &'a Repository, spec: &str) -> Result<Prepared<'a>> {
 }
 
 impl Prepared<'_> {
+    /// Restore; when some files' data was damaged, everything else is restored and the
+    /// result is an error that names them (the summary's warnings list them all).
     pub fn run(&self, opts: &RestoreOptions, bytes_done: &AtomicU64) -> Result<RestoreSummary> {
-        restore(self.repo, &self.index, &self.snapshot, opts, bytes_done)
+        let sum = restore(self.repo, &self.index, &self.snapshot, opts, bytes_done)?;
+        if sum.failed_files == 0 {
+            return Ok(sum);
+        }
+        let listed: Vec<&str> = sum
+            .warnings
+            .iter()
+            .filter(|w| w.contains(": data damaged, left as "))
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        Err(Error::corrupt(
+            format!("the data of {} of {} restored files", sum.failed_files, sum.files),
+            format!(
+                "they are left as NAME.pbak-partial, everything else was restored with its metadata:\n  {}{}\n ",
+                listed.join("\n  "),
+                if sum.failed_files > 10 { "\n  …" } else { "" }
+            ),
+        ))
     }
 }
 
@@ -125,12 +151,14 @@ pub fn restore(
     let base = PathBuf::from("/").join(opts.subpath.trim_matches('/'));
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?;
-    let w = walk::Walk::new(repo, index, sel, target, tree_id, single, base);
+    let w = walk::Walk::new(repo, index, sel, target, tree_id, single, base)?;
     w.for_each(&|e| w.create(e))?;
     w.link_later_names()?;
-    contents::write_contents(repo, index, &w.target, w.take_plan(), bytes_done)?;
+    let damaged = contents::write_contents(repo, index, &w.target, &w.dirs, w.take_plan(), bytes_done)?;
+    let failed = w.set_aside(&damaged)?;
     let owner_skipped = w.apply_metadata()?;
     let mut sum = w.take_summary();
+    sum.failed_files = failed;
     if owner_skipped {
         sum.warnings.push("file ownership not restored: it needs root".into());
     }

@@ -2,35 +2,40 @@
 //! walker): create each selected entry and plan its contents, link later names of hard
 //! links, apply metadata, and re-read for `--verify`.
 
-use super::contents::{chunk_offsets, verify_file, ContentPlan};
+use super::contents::{chunk_offsets, ContentPlan};
 use super::{RestoreSummary, Selection};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
-use crate::fs::node::{apply_metadata, make_special};
+use crate::fs::at::{self, ino, DirTree, Ino};
 use crate::ids::TreeId;
 use crate::repo::index::Index;
 use crate::repo::walk::Order;
 use crate::repo::Repository;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// State shared by the walks over the snapshot's trees.
 pub(super) struct Walk<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
+    pub(super) repo: &'a Repository,
+    pub(super) index: &'a Index,
     sel: Selection,
+    /// The target's path (for messages) and its descriptors (for everything else).
     pub(super) target: PathBuf,
+    pub(super) dirs: DirTree,
+    /// Every inode this restore made: contents and metadata go only to these.
+    pub(super) inodes: Mutex<HashSet<Ino>>,
     /// Directories created (relative to the target); with includes, only those on the way.
     created: Mutex<HashSet<PathBuf>>,
     /// (device, inode) of multiply-linked files → the name created first.
     first_link: Mutex<HashMap<(u64, u64), PathBuf>>,
     /// Later names of multiply-linked files, linked once every first name exists.
-    links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    pub(super) links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Files whose data was damaged, set aside under a `.pbak-partial` name.
+    pub(super) failed: Mutex<HashSet<PathBuf>>,
     plan: Mutex<ContentPlan>,
     sum: Mutex<RestoreSummary>,
     /// What the walks cover: the tree at the restored path, or the single non-directory
@@ -42,9 +47,9 @@ pub(super) struct Walk<'a> {
 
 /// One entry seen by a walk: its path relative to the target and inside the snapshot.
 pub(super) struct Entry<'n> {
-    rel: PathBuf,
+    pub(super) rel: PathBuf,
     snap: PathBuf,
-    node: &'n Node,
+    pub(super) node: &'n Node,
 }
 
 impl<'a> Walk<'a> {
@@ -56,21 +61,25 @@ impl<'a> Walk<'a> {
         tree: TreeId,
         single: Option<Node>,
         base: PathBuf,
-    ) -> Walk<'a> {
-        Walk {
+    ) -> Result<Walk<'a>> {
+        let dirs = DirTree::open(&target).map_err(|e| Error::io(&target, e))?;
+        Ok(Walk {
             repo,
             index,
             sel,
             target,
+            dirs,
+            inodes: Mutex::default(),
             created: Mutex::new(HashSet::new()),
             first_link: Mutex::default(),
             links: Mutex::default(),
+            failed: Mutex::default(),
             plan: Mutex::default(),
             sum: Mutex::default(),
             tree,
             single,
             base,
-        }
+        })
     }
 }
 
@@ -93,7 +102,8 @@ impl Walk<'_> {
             })
     }
 
-    /// Create `rel` (a directory) and every missing directory above it, once each.
+    /// Create `rel` (a directory) and every missing directory above it. A directory is marked
+    /// created only once it exists, so a concurrent caller that finds it marked can use it.
     fn ensure_dirs(&self, rel: &Path) -> Result<()> {
         let mut missing: Vec<&Path> = Vec::new();
         {
@@ -106,12 +116,28 @@ impl Walk<'_> {
             }
         }
         for a in missing.into_iter().rev() {
+            match self.dirs.mkdir(a) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err(Error::UnsafePath(format!(
+                        "{} exists and is not a directory",
+                        self.target.join(a).display()
+                    )))
+                }
+                Err(e) => return Err(Error::io(self.target.join(a), e)),
+            }
+            let fd = self.dirs.dir(a).map_err(|e| Error::io(self.target.join(a), e))?;
+            self.own(ino(fd.as_fd()).map_err(|e| Error::io(self.target.join(a), e))?);
             if self.created.lock().expect("lock").insert(a.to_path_buf()) {
-                ensure_dir(&self.target.join(a))?;
                 self.sum.lock().expect("lock").dirs += 1;
             }
         }
         Ok(())
+    }
+
+    /// Record an inode this restore made (only those get contents and metadata later).
+    fn own(&self, key: Ino) {
+        self.inodes.lock().expect("lock").insert(key);
     }
 
     /// First pass: create each selected entry and plan its contents.
@@ -132,6 +158,8 @@ impl Walk<'_> {
         }
         let path = self.target.join(&e.rel);
         let io = |err| Error::io(&path, err);
+        let (dir, name) = self.dirs.parent(&e.rel).map_err(io)?;
+        let dir = dir.as_fd();
         match n.kind {
             NodeKind::File => {
                 if n.nlink > 1 {
@@ -146,19 +174,14 @@ impl Walk<'_> {
                         }
                     }
                 }
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
+                let f = at::create_file(dir, name).map_err(io)?;
                 f.set_len(n.size).map_err(io)?;
+                let key = ino(f.as_fd()).map_err(io)?;
+                self.own(key);
                 let offsets = chunk_offsets(self.index, n)?;
                 let mut plan = self.plan.lock().expect("lock");
                 let file = plan.files.len() as u32;
-                plan.files.push(e.rel.clone().into_boxed_path());
+                plan.files.push((e.rel.clone().into_boxed_path(), key));
                 for (id, off) in offsets {
                     let loc = self.index.get(&id).expect("checked by chunk_offsets");
                     plan.by_pack
@@ -169,8 +192,8 @@ impl Walk<'_> {
                 self.sum.lock().expect("lock").files += 1;
             }
             NodeKind::Symlink => {
-                remove_existing(&path);
-                std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), &path).map_err(io)?;
+                at::symlink_at(dir, name, n).map_err(io)?;
+                self.own(ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?);
                 self.sum.lock().expect("lock").symlinks += 1;
             }
             NodeKind::Socket => self
@@ -180,8 +203,8 @@ impl Walk<'_> {
                 .warnings
                 .push(format!("{}: sockets are not restored", e.rel.display())),
             _ => {
-                remove_existing(&path);
-                make_special(&path, n).map_err(io)?;
+                at::make_special_at(dir, name, n).map_err(io)?;
+                self.own(ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?);
                 self.sum.lock().expect("lock").specials += 1;
             }
         }
@@ -189,11 +212,13 @@ impl Walk<'_> {
     }
 
     /// Whether the first pass restored this entry.
-    fn restored(&self, e: &Entry) -> bool {
+    pub(super) fn restored(&self, e: &Entry) -> bool {
         if e.node.is_dir() {
             self.created.lock().expect("lock").contains(&e.rel)
         } else {
-            e.node.kind != NodeKind::Socket && self.sel.included(&e.snap)
+            e.node.kind != NodeKind::Socket
+                && self.sel.included(&e.snap)
+                && !self.failed.lock().expect("lock").contains(&e.rel)
         }
     }
 
@@ -209,15 +234,24 @@ impl Walk<'_> {
         }
     }
 
-    /// Link every later name of a multiply-linked file to its first name.
+    /// Link every later name of a multiply-linked file to its first name (`linkat` between
+    /// directory descriptors, never following a symlink at the first name).
     pub(super) fn link_later_names(&self) -> Result<()> {
         for (first, later) in self.links.lock().expect("lock").iter() {
             let path = self.target.join(later);
-            remove_existing(&path);
-            std::fs::hard_link(self.target.join(first), &path).map_err(|e| Error::io(&path, e))?;
+            let io = |e| Error::io(&path, e);
+            let (from, from_name) = self.dirs.parent(first).map_err(io)?;
+            let (to, to_name) = self.dirs.parent(later).map_err(io)?;
+            at::remove_non_dir(to.as_fd(), to_name);
+            rustix::fs::linkat(&from, from_name, &to, to_name, rustix::fs::AtFlags::empty())
+                .map_err(|e| io(e.into()))?;
             self.sum.lock().expect("lock").hardlinks += 1;
         }
         Ok(())
+    }
+
+    pub(super) fn warn(&self, w: String) {
+        self.sum.lock().expect("lock").warnings.push(w);
     }
 
     pub(super) fn take_plan(&self) -> ContentPlan {
@@ -226,78 +260,5 @@ impl Walk<'_> {
 
     pub(super) fn take_summary(&self) -> RestoreSummary {
         std::mem::take(&mut *self.sum.lock().expect("lock"))
-    }
-
-    /// Metadata: files now, directories afterwards, deepest first, so their times stick.
-    /// Returns whether ownership was skipped (not root).
-    pub(super) fn apply_metadata(&self) -> Result<bool> {
-        let is_root = rustix::process::geteuid().is_root();
-        let skipped = AtomicBool::new(false);
-        let dirs: Mutex<Vec<(PathBuf, Node)>> = Mutex::default();
-        let apply = |rel: &Path, node: &Node| -> Result<()> {
-            let path = self.target.join(rel);
-            let r = apply_metadata(&path, node, is_root).map_err(|e| Error::io(&path, e))?;
-            if r.owner_skipped {
-                skipped.store(true, Relaxed);
-            }
-            Ok(())
-        };
-        self.for_each(&|e| {
-            if !self.restored(e) {
-                return Ok(());
-            }
-            if e.node.is_dir() {
-                let mut node = e.node.clone();
-                node.content = Vec::new();
-                dirs.lock().expect("lock").push((e.rel.clone(), node));
-                return Ok(());
-            }
-            apply(&e.rel, e.node)
-        })?;
-        let mut dirs = dirs.into_inner().expect("lock");
-        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
-        for (rel, node) in &dirs {
-            apply(rel, node)?;
-        }
-        Ok(skipped.load(Relaxed))
-    }
-
-    /// Re-read every restored file; returns how many were checked.
-    pub(super) fn verify(&self) -> Result<u64> {
-        let n = AtomicU64::new(0);
-        self.for_each(&|e| {
-            if e.node.kind == NodeKind::File && self.restored(e) {
-                verify_file(self.repo, self.index, &self.target.join(&e.rel), e.node)?;
-                n.fetch_add(1, Relaxed);
-            }
-            Ok(())
-        })?;
-        Ok(n.into_inner())
-    }
-}
-
-fn ensure_dir(path: &Path) -> Result<()> {
-    match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let md = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
-            if md.is_dir() {
-                Ok(())
-            } else {
-                Err(Error::UnsafePath(format!(
-                    "{} exists and is not a directory",
-                    path.display()
-                )))
-            }
-        }
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-fn remove_existing(path: &Path) {
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if !md.is_dir() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }

@@ -1,0 +1,140 @@
+//! The last passes of a restore: metadata (files first, then directories deepest first, so
+//! their times stick) and the `--verify` re-read.
+//!
+//! Metadata goes only to inodes the first pass made ([`Walk::inodes`]), each once: an entry
+//! that is no longer the one created (a user swapped it for a symlink, a hard link or another
+//! file) is left alone with a warning, and a later name of a hard link is skipped because its
+//! inode was already done. Files whose data was damaged are set aside first
+//! ([`Walk::set_aside`]) and get no metadata.
+
+use super::contents::{verify_file, Damaged};
+use super::walk::{Entry, Walk};
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::fs::at::{self, ino};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+impl Walk<'_> {
+    /// Move each damaged file (and later names of its hard links) to `NAME.pbak-partial`,
+    /// out of the metadata and verify passes, with a warning; returns how many.
+    pub(super) fn set_aside(&self, damaged: &[Damaged]) -> Result<u64> {
+        let mut names: Vec<(PathBuf, String)> = Vec::new();
+        for (rel, key, why) in damaged {
+            self.inodes.lock().expect("lock").remove(key);
+            names.push((rel.to_path_buf(), why.clone()));
+        }
+        for (first, later) in self.links.lock().expect("lock").iter() {
+            if damaged.iter().any(|(rel, _, _)| **rel == **first) {
+                names.push((later.clone(), format!("a hard link to {}", first.display())));
+            }
+        }
+        for (rel, why) in &names {
+            let path = self.target.join(rel);
+            let io = |e| Error::io(&path, e);
+            let (dir, name) = self.dirs.parent(rel).map_err(io)?;
+            let mut partial = name.to_os_string();
+            partial.push(".pbak-partial");
+            rustix::fs::renameat(&dir, name, &dir, &partial).map_err(|e| io(e.into()))?;
+            self.warn(format!(
+                "{}: data damaged, left as {}: {why}",
+                path.display(),
+                partial.to_string_lossy()
+            ));
+            self.failed.lock().expect("lock").insert(rel.clone());
+        }
+        Ok(names.len() as u64)
+    }
+
+    /// Take `key` out of the inodes still waiting for metadata; false when it is not ours or
+    /// already done.
+    fn claim(&self, key: at::Ino) -> bool {
+        self.inodes.lock().expect("lock").remove(&key)
+    }
+
+    /// Apply `node`'s metadata to the entry `rel`; Ok(None) when it is not ours to change.
+    fn apply_one(&self, rel: &Path, node: &Node, is_root: bool) -> std::io::Result<Option<bool>> {
+        if node.is_dir() {
+            let fd = self.dirs.dir(rel)?;
+            if !self.claim(ino(fd.as_fd())?) {
+                return Ok(None);
+            }
+            return Ok(Some(at::apply_fd(fd.as_fd(), node, is_root)?.owner_skipped));
+        }
+        let (dir, name) = self.dirs.parent(rel)?;
+        let pfd = at::open_path(dir.as_fd(), name)?;
+        let key = ino(pfd.as_fd())?;
+        if !self.claim(key) {
+            return Ok(None);
+        }
+        let w = if node.kind == NodeKind::File {
+            let f = at::open_created(dir.as_fd(), name, key, false)?;
+            at::apply_fd(f.as_fd(), node, is_root)?
+        } else {
+            at::apply_path_fd(pfd.as_fd(), dir.as_fd(), name, node, is_root)?
+        };
+        Ok(Some(w.owner_skipped))
+    }
+
+    /// Metadata: files now, directories afterwards, deepest first, so their times stick.
+    /// Returns whether ownership was skipped (not root).
+    pub(super) fn apply_metadata(&self) -> Result<bool> {
+        let is_root = rustix::process::geteuid().is_root();
+        let skipped = AtomicBool::new(false);
+        let dirs: Mutex<Vec<(PathBuf, Node)>> = Mutex::default();
+        let apply = |rel: &Path, node: &Node| -> Result<()> {
+            let path = self.target.join(rel);
+            match self.apply_one(rel, node, is_root) {
+                Ok(Some(s)) => {
+                    if s {
+                        skipped.store(true, Relaxed);
+                    }
+                }
+                // A later name of a hard link, whose inode is done: nothing to say.
+                Ok(None) if node.kind == NodeKind::File && node.nlink > 1 => {}
+                Ok(None) => self.warn(format!("{}: replaced during the restore; left alone", path.display())),
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            Ok(())
+        };
+        self.for_each(&|e: &Entry| {
+            if !self.restored(e) {
+                return Ok(());
+            }
+            if e.node.is_dir() {
+                let mut node = e.node.clone();
+                node.content = Vec::new();
+                dirs.lock().expect("lock").push((e.rel.clone(), node));
+                return Ok(());
+            }
+            apply(&e.rel, e.node)
+        })?;
+        let mut dirs = dirs.into_inner().expect("lock");
+        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+        for (rel, node) in &dirs {
+            apply(rel, node)?;
+        }
+        Ok(skipped.load(Relaxed))
+    }
+
+    /// Re-read every restored file; returns how many were checked.
+    pub(super) fn verify(&self) -> Result<u64> {
+        let n = AtomicU64::new(0);
+        self.for_each(&|e: &Entry| {
+            if e.node.kind == NodeKind::File && self.restored(e) {
+                let path = self.target.join(&e.rel);
+                let io = |err| Error::io(&path, err);
+                let (dir, name) = self.dirs.parent(&e.rel).map_err(io)?;
+                let pfd = at::open_path(dir.as_fd(), name).map_err(io)?;
+                let key = ino(pfd.as_fd()).map_err(io)?;
+                let f = at::open_created(dir.as_fd(), name, key, false).map_err(io)?;
+                verify_file(self.repo, self.index, &path, &f, e.node)?;
+                n.fetch_add(1, Relaxed);
+            }
+            Ok(())
+        })?;
+        Ok(n.into_inner())
+    }
+}
