@@ -53,7 +53,7 @@ fn node(name: &str, kind: NodeKind) -> Node {
 
 fn main() {
     // Must match the fuzz targets' key.
-    let key = MasterKey::from_secret([7; 32]);
+    let key = MasterKey::from_secret(&[7; 32]);
 
     let cheap = KdfParams {
         m_cost_kib: 64,

@@ -7,6 +7,6 @@ use pbak::format::crypto::MasterKey;
 use pbak::format::index::IndexFile;
 
 fuzz_target!(|data: &[u8]| {
-    let key = MasterKey::from_secret([7; 32]);
+    let key = MasterKey::from_secret(&[7; 32]);
     let _ = IndexFile::decode(&key, data);
 });

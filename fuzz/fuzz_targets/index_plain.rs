@@ -9,7 +9,7 @@ use pbak::format::index::IndexFile;
 use pbak::repo::index::IndexBuilder;
 
 fuzz_target!(|data: &[u8]| {
-    let key = MasterKey::from_secret([7; 32]);
+    let key = MasterKey::from_secret(&[7; 32]);
     let Ok(file) = IndexFile::decode(&key, &key.seal(data)) else {
         return;
     };

@@ -7,7 +7,7 @@ use pbak::format::crypto::MasterKey;
 use pbak::format::pack::decode_header;
 
 fuzz_target!(|data: &[u8]| {
-    let key = MasterKey::from_secret([7; 32]);
+    let key = MasterKey::from_secret(&[7; 32]);
     if let Ok(entries) = decode_header(&key, data) {
         for e in entries {
             assert!(e.offset as usize + e.length as usize <= data.len());

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let area = u16::from_le_bytes([data[0], data[1]]) as usize;
-    let key = MasterKey::from_secret([7; 32]);
+    let key = MasterKey::from_secret(&[7; 32]);
     let header = key.seal(&data[2..]);
     let mut pack = vec![0u8; area];
     pack.extend_from_slice(&header);

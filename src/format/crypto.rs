@@ -27,19 +27,19 @@ pub struct AuthError;
 
 impl MasterKey {
     pub fn generate() -> MasterKey {
-        let mut secret = [0u8; 32];
-        random(&mut secret);
-        MasterKey::from_secret(secret)
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        random(&mut *secret);
+        MasterKey::from_secret(&secret)
     }
 
-    pub fn from_secret(mut secret: [u8; 32]) -> MasterKey {
-        let k = MasterKey {
-            secret,
-            enc: blake3::derive_key("pbak 2026-11 object encryption v1", &secret),
-            id: blake3::derive_key("pbak 2026-11 blob id v1", &secret),
-        };
-        secret.zeroize();
-        k
+    /// The key for `secret`. Taken by reference, so the only copy made is the one inside the
+    /// key (wiped on drop); the caller wipes its own.
+    pub fn from_secret(secret: &[u8; 32]) -> MasterKey {
+        MasterKey {
+            secret: *secret,
+            enc: blake3::derive_key("pbak 2026-11 object encryption v1", secret),
+            id: blake3::derive_key("pbak 2026-11 blob id v1", secret),
+        }
     }
 
     pub fn secret(&self) -> &[u8; 32] {
@@ -152,7 +152,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_open(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let k = MasterKey::from_secret([1; 32]);
+            let k = MasterKey::from_secret(&[1; 32]);
             prop_assert!(k.open(&data).is_err());
             let mut data = data;
             prop_assert!(k.open_in_place(&mut data).is_err());

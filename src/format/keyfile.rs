@@ -174,10 +174,10 @@ impl KeyFile {
         if secret.len() != 32 {
             return Err(KeyFileError::Malformed("secret is not 32 bytes".into()));
         }
-        // The one copy made here is wiped on drop; `from_secret` wipes its own.
+        // The one copy made here is wiped on drop; `from_secret` copies only into the key.
         let mut arr = Zeroizing::new([0u8; 32]);
         arr.copy_from_slice(&secret);
-        Ok(MasterKey::from_secret(*arr))
+        Ok(MasterKey::from_secret(&arr))
     }
 }
 

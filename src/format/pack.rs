@@ -99,7 +99,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_are_errors(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let key = MasterKey::from_secret([3; 32]);
+            let key = MasterKey::from_secret(&[3; 32]);
             prop_assert!(decode_header(&key, &data).is_err());
         }
     }
