@@ -62,7 +62,7 @@ fn open_repo(cli: &Cli) -> Result<Repository> {
 fn open_repo_cached(cli: &Cli, cache: bool) -> Result<Repository> {
     let backend = open_backend(cli, false)?;
     let pw = password::get(cli, "repository password")?;
-    let repo = pbak::ops::key::open(backend, &pw)?;
+    let repo = Repository::open(backend, &pw)?;
     Ok(repo.with_cache(cache.then(pbak::repo::cache::default_root).flatten()))
 }
 

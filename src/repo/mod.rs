@@ -11,20 +11,19 @@ pub mod filter;
 pub mod index;
 mod keys;
 pub mod lock;
+mod open;
 pub mod pack_reader;
 pub mod pack_writer;
 pub mod walk;
 
-use crate::backends::{Backend, BackendError};
+use crate::backends::Backend;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::format::config::{self, Config};
+use crate::format::config::Config;
 use crate::format::crypto::MasterKey;
-use crate::format::keyfile::{KdfParams, KeyFile, KeyFileError};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
-use crate::host::host_user;
 use crate::ids::{AnyBlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cache::Cache;
 use index::{Index, IndexBuilder, IndexFile};
@@ -41,85 +40,6 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Create a repository at `backend`, refusing if anything already lives there.
-    pub fn init(backend: Backend, password: &[u8], kdf: KdfParams, config: Config) -> Result<Repository> {
-        if backend.exists(layout::CONFIG)? || !backend.list(layout::KEYS)?.is_empty() {
-            return Err(Error::RepositoryExists(backend.name().to_string()));
-        }
-        let key = MasterKey::generate();
-        let (host, user) = host_user();
-        let kf = KeyFile::create(&key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
-        let bytes = kf.encode();
-        let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
-        backend.put(&layout::key(&key_id), bytes)?;
-        backend.put(layout::CONFIG, key.seal(&config.encode()))?;
-        Ok(Repository {
-            backend,
-            key,
-            config,
-            key_id,
-            cache: None,
-        })
-    }
-
-    /// Open with a password, trying every key file.
-    pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
-        let config_sealed = match backend.get(layout::CONFIG) {
-            Ok(b) => b,
-            Err(BackendError::NotFound { .. }) => {
-                let name = backend.name().to_string();
-                let has_anything = backend.list(layout::KEYS).map(|v| !v.is_empty()).unwrap_or(false);
-                return Err(if has_anything || local_dir_exists(&name) {
-                    Error::NotARepository(name)
-                } else {
-                    Error::NoRepository(name)
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for key_id in keys::listed_keys(&backend)? {
-            let bytes = backend.get(&layout::key(&key_id))?;
-            let kf = match KeyFile::decode(&bytes) {
-                Ok(kf) => kf,
-                Err(e) => {
-                    let name = layout::key(&key_id);
-                    eprintln!(
-                        "pbak: warning: skipping {name}: {e}; remove it with `pbak key remove` if it is not needed"
-                    );
-                    continue;
-                }
-            };
-            match kf.open(password) {
-                Ok(key) => {
-                    let plain = key
-                        .open(&config_sealed)
-                        .map_err(|_| Error::corrupt("config", "does not authenticate with the master key"))?;
-                    // Check the version before the strict decode: a newer format may change fields.
-                    let version = serde_json::from_slice::<serde_json::Value>(&plain)
-                        .ok()
-                        .and_then(|v| v.get("version")?.as_u64())
-                        .ok_or_else(|| Error::corrupt("config", "no format version"))?;
-                    if version != config::FORMAT_VERSION as u64 {
-                        return Err(Error::UnsupportedVersion(version as u32));
-                    }
-                    let config = Config::decode(&plain).map_err(|e| Error::corrupt("config", e))?;
-                    return Ok(Repository {
-                        backend,
-                        key,
-                        config,
-                        key_id,
-                        cache: None,
-                    });
-                }
-                Err(KeyFileError::WrongPassword) => continue,
-                Err(KeyFileError::Malformed(_)) => continue,
-            }
-        }
-        Err(Error::WrongPassword {
-            repo: backend.name().to_string(),
-        })
-    }
-
     /// Use the local cache under `root` (see [`cache`]); `None`, or a cache that cannot be
     /// created, means every read goes to the backend.
     pub fn with_cache(mut self, root: Option<std::path::PathBuf>) -> Repository {
@@ -383,8 +303,4 @@ pub struct SnapshotScan {
     pub damaged: Vec<(String, String)>,
     /// Names that are not a snapshot id (a `README`): not written by pbak.
     pub stray: Vec<String>,
-}
-
-fn local_dir_exists(name: &str) -> bool {
-    std::path::Path::new(name).is_dir()
 }
