@@ -223,16 +223,7 @@ impl Repository {
     /// are skipped, each with a warning on stderr naming it (see [`Repository::scan_snapshots`]).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let scan = self.scan_snapshots()?;
-        for name in &scan.stray {
-            eprintln!("pbak: warning: skipping {name}: its name is not a snapshot id");
-        }
-        for (name, reason) in &scan.damaged {
-            let id = name.rsplit('/').next().unwrap_or(name);
-            eprintln!(
-                "pbak: warning: skipping corrupt snapshot object {name}: {reason}; \
-                 `pbak check` reports it, `pbak forget {id}` removes it"
-            );
-        }
+        scan.warn();
         Ok(scan.good)
     }
 
@@ -274,23 +265,24 @@ impl Repository {
 
     /// Resolve `latest` or a unique hex prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.snapshots()?;
-        if spec == "latest" {
-            return all
-                .into_iter()
-                .last()
-                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
-        }
-        let spec_l = spec.to_ascii_lowercase();
-        let mut m: Vec<_> = all
-            .into_iter()
-            .filter(|(id, _)| !spec_l.is_empty() && id.to_hex().starts_with(&spec_l))
-            .collect();
-        match m.len() {
-            0 => Err(Error::SnapshotNotFound(spec.into())),
-            1 => Ok(m.pop().expect("one")),
-            n => Err(Error::SnapshotAmbiguous(spec.into(), n)),
-        }
+        find_in(&self.snapshots()?, spec).cloned()
+    }
+}
+
+/// Resolve `latest` or a unique hex prefix among `all` (oldest first), for callers that
+/// resolve several specs against one listing.
+pub fn find_in<'a>(all: &'a [(SnapshotId, Snapshot)], spec: &str) -> Result<&'a (SnapshotId, Snapshot)> {
+    if spec == "latest" {
+        return all.last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+    }
+    let spec_l = spec.to_ascii_lowercase();
+    let mut m = all
+        .iter()
+        .filter(|(id, _)| !spec_l.is_empty() && id.to_hex().starts_with(&spec_l));
+    match (m.next(), m.count()) {
+        (None, _) => Err(Error::SnapshotNotFound(spec.into())),
+        (Some(one), 0) => Ok(one),
+        (Some(_), more) => Err(Error::SnapshotAmbiguous(spec.into(), more + 1)),
     }
 }
 
@@ -303,4 +295,20 @@ pub struct SnapshotScan {
     pub damaged: Vec<(String, String)>,
     /// Names that are not a snapshot id (a `README`): not written by pbak.
     pub stray: Vec<String>,
+}
+
+impl SnapshotScan {
+    /// One warning line on stderr for each stray name and damaged object.
+    pub fn warn(&self) {
+        for name in &self.stray {
+            eprintln!("pbak: warning: skipping {name}: its name is not a snapshot id");
+        }
+        for (name, reason) in &self.damaged {
+            let id = name.rsplit('/').next().unwrap_or(name);
+            eprintln!(
+                "pbak: warning: skipping corrupt snapshot object {name}: {reason}; \
+                 `pbak check` reports it, `pbak forget {id}` removes it"
+            );
+        }
+    }
 }

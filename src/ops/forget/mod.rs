@@ -16,7 +16,7 @@ use crate::format::snapshot::Snapshot;
 use crate::ids::SnapshotId;
 use crate::ops::prune::{self, PruneOptions, PruneReport};
 use crate::repo::filter::SnapshotFilter;
-use crate::repo::Repository;
+use crate::repo::{find_in, Repository, SnapshotScan};
 use retention::{keep, KeepRules};
 
 /// Which snapshot fields form a retention group.
@@ -92,20 +92,15 @@ pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, rules: &KeepRules, by: Gr
     groups
 }
 
-/// The snapshots `specs` name: ids of readable ones, and object names of damaged ones. A
-/// damaged snapshot cannot be decoded, so it is matched by its full id (or `snapshots/<id>`)
-/// only, never by a prefix or `latest`.
-fn resolve(repo: &Repository, specs: &[String]) -> Result<(Vec<SnapshotId>, Vec<String>)> {
+/// The snapshots `specs` name, among one listing: ids of readable ones, and object names of
+/// damaged ones. A damaged snapshot cannot be decoded, so it is matched by its full id (or
+/// `snapshots/<id>`) only, never by a prefix or `latest`.
+fn resolve(scan: &SnapshotScan, specs: &[String]) -> Result<(Vec<SnapshotId>, Vec<String>)> {
     let (mut ids, mut damaged) = (Vec::new(), Vec::new());
-    let mut scan = None;
     for spec in specs {
-        match repo.find_snapshot(spec) {
-            Ok((id, _)) => ids.push(id),
+        match find_in(&scan.good, spec) {
+            Ok((id, _)) => ids.push(*id),
             Err(e @ Error::SnapshotNotFound(_)) => {
-                let scan = match &mut scan {
-                    Some(s) => s,
-                    None => scan.insert(repo.scan_snapshots()?),
-                };
                 let hex = spec.strip_prefix("snapshots/").unwrap_or(spec).to_ascii_lowercase();
                 let name = layout::in_dir(layout::SNAPSHOTS, &hex);
                 match scan.damaged.iter().any(|(n, _)| *n == name) {
@@ -158,8 +153,11 @@ pub fn run(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<ForgetReport> {
     let _lock = repo.lock(true, "forget")?;
-    let (explicit, damaged) = resolve(repo, &opts.snapshots)?;
-    let mut groups = plan_forget(repo.snapshots_matching(&opts.filter)?, &opts.rules, opts.group_by);
+    // One listing serves the explicit ids and the rules (and warns about damage once).
+    let scan = repo.scan_snapshots()?;
+    scan.warn();
+    let (explicit, damaged) = resolve(&scan, &opts.snapshots)?;
+    let mut groups = plan_forget(opts.filter.apply(scan.good), &opts.rules, opts.group_by);
     // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
     for g in &mut groups {
         for (id, _, keep) in &mut g.snapshots {
