@@ -1,0 +1,130 @@
+//! Creating and opening a repository: the key files are tried in turn, and the config is
+//! opened with the master key the first one that opens yields.
+
+use super::{keys, Repository};
+use crate::backends::{Backend, BackendError};
+use crate::error::{Error, Result};
+use crate::format::config::{self, Config};
+use crate::format::crypto::MasterKey;
+use crate::format::keyfile::{KdfParams, KeyFile, KeyFileError};
+use crate::format::layout;
+use crate::host::host_user;
+use crate::ids::KeyId;
+
+impl Repository {
+    /// Create a repository at `backend`, refusing if anything already lives there.
+    pub fn init(backend: Backend, password: &[u8], kdf: KdfParams, config: Config) -> Result<Repository> {
+        if backend.exists(layout::CONFIG)? || !backend.list(layout::KEYS)?.is_empty() {
+            return Err(Error::RepositoryExists(backend.name().to_string()));
+        }
+        let key = MasterKey::generate();
+        let (host, user) = host_user();
+        let kf = KeyFile::create(&key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
+        let bytes = kf.encode();
+        let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
+        backend.put(&layout::key(&key_id), bytes)?;
+        backend.put(layout::CONFIG, key.seal(&config.encode()))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+            cache: None,
+        })
+    }
+
+    /// Open with a password, trying every key file.
+    pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
+        let config_sealed = match backend.get(layout::CONFIG) {
+            Ok(b) => b,
+            Err(BackendError::NotFound { .. }) => {
+                let name = backend.name().to_string();
+                let has_anything = backend.list(layout::KEYS).map(|v| !v.is_empty()).unwrap_or(false);
+                return Err(if has_anything || local_dir_exists(&name) {
+                    Error::NotARepository(name)
+                } else {
+                    Error::NoRepository(name)
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Key files that do not decode are named, never taken for a wrong password: as
+        // warnings beside a key that opens (or beside other bad keys), and as the error when
+        // the only key file is malformed.
+        let mut malformed = Vec::new();
+        let mut decoded = 0;
+        let warn_malformed = |malformed: &[String]| {
+            for m in malformed {
+                eprintln!("pbak: warning: {m}; it was skipped");
+            }
+        };
+        for key_id in keys::listed_keys(&backend)? {
+            let name = layout::key(&key_id);
+            let bytes = backend.get(&name)?;
+            let mut skip = |reason: String| malformed.push(format!("malformed key file {name}: {reason}"));
+            let kf = match KeyFile::decode(&bytes) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    skip(e.to_string());
+                    continue;
+                }
+            };
+            decoded += 1;
+            let key = match kf.open(password) {
+                Ok(key) => key,
+                Err(KeyFileError::WrongPassword) => continue,
+                Err(KeyFileError::Malformed(reason)) => {
+                    skip(reason);
+                    continue;
+                }
+            };
+            warn_malformed(&malformed);
+            let config = open_config(&key, &config_sealed)?;
+            return Ok(Repository {
+                backend,
+                key,
+                config,
+                key_id,
+                cache: None,
+            });
+        }
+        match (decoded, malformed.len()) {
+            (0, 1) => Err(Error::Usage(format!(
+                "{}; restore it from a copy, or open the repository with another key",
+                malformed[0]
+            ))),
+            (0, n) if n > 1 => {
+                warn_malformed(&malformed);
+                Err(Error::Usage(format!(
+                    "no key file of {n} decodes (see the warnings above)"
+                )))
+            }
+            _ => {
+                warn_malformed(&malformed);
+                Err(Error::WrongPassword {
+                    repo: backend.name().to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// The config, opened with the master key: its version is checked before the strict decode,
+/// since a newer format may change fields.
+fn open_config(key: &MasterKey, sealed: &[u8]) -> Result<Config> {
+    let plain = key
+        .open(sealed)
+        .map_err(|_| Error::corrupt("config", "does not authenticate with the master key"))?;
+    let version = serde_json::from_slice::<serde_json::Value>(&plain)
+        .ok()
+        .and_then(|v| v.get("version")?.as_u64())
+        .ok_or_else(|| Error::corrupt("config", "no format version"))?;
+    if version != config::FORMAT_VERSION as u64 {
+        return Err(Error::UnsupportedVersion(version as u32));
+    }
+    Config::decode(&plain).map_err(|e| Error::corrupt("config", e))
+}
+
+fn local_dir_exists(name: &str) -> bool {
+    std::path::Path::new(name).is_dir()
+}
