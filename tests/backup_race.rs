@@ -2,7 +2,8 @@
 //! the backup, a symlink to a secret or to `/dev/zero` must not be read. A second thread swaps
 //! files for FIFOs and symlinks (atomic renames) while backups run under a timeout; every
 //! snapshot is then restored and no regular file in it may hold anything but what the source
-//! files held.
+//! files held. The same with directories swapped for symlinks to a root-only directory: what
+//! the backup lists and reads below a directory must come from that directory.
 mod common;
 
 use common::pbak::*;
@@ -108,13 +109,7 @@ fn files_swapped_for_fifos_and_symlinks_are_skipped_not_read() {
             if n >= 4 && skipped > 0 {
                 break;
             }
-            // A new host each time: no parent, so every file is opened and read again.
-            let host = format!("h{n}");
-            let mut c = p.cmd(&["backup", "--host", &host, src.to_str().unwrap()]);
-            c.env("PBAK_THREADS", "4");
-            let o = run_with_timeout(c, Duration::from_secs(60));
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(matches!(o.status.code(), Some(0 | 3)), "{}: {err}", o.status);
+            let err = backup_as_new_host(&p, &src, n);
             skipped += err.matches("changed while read").count();
         }
         stop.store(true, Relaxed);
@@ -123,13 +118,85 @@ fn files_swapped_for_fifos_and_symlinks_are_skipped_not_read() {
         "{} swaps, {skipped} files skipped as changed while read",
         swaps.load(Relaxed)
     );
+    restore_each_and_check(&p, dir.path());
+}
+
+/// Back up `src` as host `h<n>` (a new host each time: no parent, so every file is opened
+/// and read again); it must finish, with 0 or 3. Returns its stderr.
+fn backup_as_new_host(p: &Pbak, src: &Path, n: usize) -> String {
+    let host = format!("h{n}");
+    let mut c = p.cmd(&["backup", "--host", &host, src.to_str().unwrap()]);
+    c.env("PBAK_THREADS", "4");
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}: {err}", o.status);
+    err
+}
+
+/// Restore every snapshot under `dir` and check that it holds only what the source held;
+/// returns how many there were.
+fn restore_each_and_check(p: &Pbak, dir: &Path) -> usize {
     let ids = p.ok(&["snapshots", "--json"]);
     let snaps: serde_json::Value = serde_json::from_str(&ids).unwrap();
     for (n, s) in snaps.as_array().unwrap().iter().enumerate() {
-        let target = dir.path().join(format!("restore-{n}"));
+        let target = dir.join(format!("restore-{n}"));
         let id = s["id"].as_str().unwrap();
         let o = p.run(&["restore", id, "--target", target.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_only_source_content(&target);
     }
+    snaps.as_array().unwrap().len()
+}
+
+/// Swap `src/d<i>` for a symlink to `secret_dir` and back, round after round, until `stop`.
+fn dir_swapper(src: &Path, stage: &Path, secret_dir: &Path, stop: &AtomicBool, swaps: &AtomicUsize) {
+    while !stop.load(Relaxed) {
+        for i in 0..DIRS {
+            let (d, moved) = (src.join(format!("d{i}")), stage.join(format!("d{i}")));
+            fs::rename(&d, &moved).unwrap();
+            std::os::unix::fs::symlink(secret_dir, &d).unwrap();
+            std::thread::yield_now();
+            fs::remove_file(&d).unwrap();
+            fs::rename(&moved, &d).unwrap();
+            swaps.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+const DIRS: usize = 20;
+
+#[test]
+fn directories_swapped_for_symlinks_do_not_redirect_the_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, stage, secret_dir) = (
+        dir.path().join("src"),
+        dir.path().join("stage"),
+        dir.path().join("secret"),
+    );
+    for d in [&src, &stage, &secret_dir] {
+        fs::create_dir(d).unwrap();
+    }
+    for k in 0..20 {
+        fs::write(secret_dir.join(format!("f{k}")), b"SECRET of root").unwrap();
+    }
+    sh(&format!("chmod -R go-rwx '{}'", secret_dir.display()));
+    for i in 0..DIRS {
+        let d = src.join(format!("d{i}"));
+        fs::create_dir(&d).unwrap();
+        for k in 0..20 {
+            fs::write(d.join(format!("f{k}")), format!("plain {i} {k} ").repeat(50)).unwrap();
+        }
+    }
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    let (stop, swaps) = (AtomicBool::new(false), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| dir_swapper(&src, &stage, &secret_dir, &stop, &swaps));
+        for n in 0..12 {
+            backup_as_new_host(&p, &src, n);
+        }
+        stop.store(true, Relaxed);
+    });
+    eprintln!("{} directory swaps", swaps.load(Relaxed));
+    assert_eq!(restore_each_and_check(&p, dir.path()), 12);
 }

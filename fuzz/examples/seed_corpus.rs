@@ -145,5 +145,18 @@ fn main() {
         program_version: "0.1.0".into(),
     };
     write("snapshot", "valid", &snap.encode());
+
+    write("names", "id", PackId::from_hex(&"ab".repeat(32)).expect("hex").to_hex().as_bytes());
+    write("names", "spec", b"1a2b3c4d:/home/user/docs");
+    write("names", "duration", b"1y2m3w4d5h");
+    let lock = pbak::format::lock::LockInfo {
+        time: 1_700_000_000,
+        host: "zephyrus".into(),
+        user: "root".into(),
+        pid: 4242,
+        exclusive: true,
+        command: "prune".into(),
+    };
+    write("lock_plain", "valid", &key.open(&lock.seal(&key)).expect("own lock opens"));
     println!("seeds written under {}/corpus", env!("CARGO_MANIFEST_DIR"));
 }

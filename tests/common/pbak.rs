@@ -22,7 +22,10 @@ impl Pbak {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pbak"));
+        // PBAK_TEST_BIN runs a test against another build (an older one, to show that the
+        // test catches what a fix closed).
+        let bin = std::env::var_os("PBAK_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pbak").into());
+        let mut c = Command::new(bin);
         c.arg("-r").arg(&self.repo).args(args);
         c.env_remove("PBAK_PASSWORD_FILE")
             .env_remove("PBAK_PASSWORD_COMMAND")

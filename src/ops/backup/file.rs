@@ -70,8 +70,11 @@ impl Ctx<'_> {
             .map(TreeId::of)
     }
 
+    /// `access` is how the file is opened (through its directory's descriptor), `read`
+    /// where it is in the source (for messages).
     pub(super) fn archive_file(
         &self,
+        access: &Path,
         read: &Path,
         md: &std::fs::Metadata,
         node: &mut Node,
@@ -95,7 +98,7 @@ impl Ctx<'_> {
         let chunker = self.repo.chunker();
         // What the walk's lstat saw, opened without following or blocking; read at most the
         // size the descriptor has now, so a file that grows is not followed.
-        let (file, md) = open_source_file(read, md).map_err(io)?;
+        let (file, md) = open_source_file(access, md).map_err(io)?;
         let size = md.size();
         let mut file = file.take(size);
         if let Some(ext) = data_extents(file.get_ref(), &md).map_err(io)? {

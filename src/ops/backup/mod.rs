@@ -17,6 +17,7 @@ mod walk;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{BtrfsOrigin, ChangeDetection, Snapshot, Summary};
 use crate::format::tree::{Time, Tree};
+use crate::fs::source::SourceDir;
 use crate::ids::{SnapshotId, TreeId};
 use crate::repo::filter::SnapshotFilter;
 use crate::repo::index::Index;
@@ -177,8 +178,13 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
                 warnings: Mutex::new(Vec::new()),
                 progress,
             };
+            // One descriptor per directory the walk is inside: a deep tree needs many.
+            crate::fs::source::raise_fd_limit();
             let root = crate::host::with_io_pool(|| match &st.trie {
-                Trie::Leaf(read) => ctx.archive_dir(read, Path::new("/"), st.parent_tree.as_ref(), walk::dev_of(read)),
+                Trie::Leaf(read) => {
+                    let dir = SourceDir::open_root(read).map_err(|e| Error::io(read, e))?;
+                    ctx.archive_dir(&dir, Path::new("/"), st.parent_tree.as_ref(), walk::dev_of(read))
+                }
                 Trie::Inner(map) => ctx.archive_trie(map, Path::new("/"), st.parent_tree.as_ref()),
             });
             walk_done.store(true, Relaxed);

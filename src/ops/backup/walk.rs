@@ -8,6 +8,7 @@ use super::{BackupOptions, Progress, Source};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fs::node::node_from_metadata;
+use crate::fs::source::SourceDir;
 use crate::ids::{BlobId, TreeId};
 use crate::repo::index::Index;
 use crate::repo::pack_writer::BlobSink;
@@ -16,7 +17,7 @@ use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -122,13 +123,13 @@ pub(super) fn scan_totals(mut stack: Vec<PathBuf>, progress: &Progress, walk_don
     progress.scan_finished.store(true, Relaxed);
 }
 
-fn is_cache_dir(dir: &Path) -> bool {
+fn is_cache_dir(dir: &SourceDir) -> bool {
     const SIG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
     use rustix::fs::{Mode, OFlags};
     let mut buf = [0u8; 43];
     // Never follow or block: the tag may be a symlink or a FIFO.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    rustix::fs::open(dir.join("CACHEDIR.TAG"), flags, Mode::empty())
+    rustix::fs::openat(dir.fd(), "CACHEDIR.TAG", flags, Mode::empty())
         .map(std::fs::File::from)
         .map_err(std::io::Error::from)
         .and_then(|mut f| match f.metadata()?.is_file() {
@@ -182,7 +183,7 @@ impl Ctx<'_> {
                 let rec = rec_dir.join(std::ffi::OsStr::from_bytes(name));
                 let pnode = parent.and_then(|p| p.find(name));
                 match t {
-                    Trie::Leaf(read) => self.archive_entry(read, &rec, name, pnode, dev_of(read)),
+                    Trie::Leaf(read) => self.archive_entry(None, read, &rec, name, pnode, dev_of(read)),
                     Trie::Inner(sub) => {
                         let md = std::fs::symlink_metadata(&rec).map_err(|e| Error::io(&rec, e))?;
                         let mut node =
@@ -234,48 +235,57 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn archive_dir(&self, read: &Path, rec: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<TreeId> {
-        let mut entries: Vec<(Vec<u8>, PathBuf, u64)> = match std::fs::read_dir(read) {
-            Ok(rd) => rd
-                .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path(), e.ino())),
-                    Err(err) => {
-                        self.warn(format!("{}: {err}", read.display()));
-                        None
-                    }
-                })
-                .collect(),
+    /// Archive the open directory `dir` (recorded as `rec`) into a tree.
+    pub(super) fn archive_dir(
+        &self,
+        dir: &SourceDir,
+        rec: &Path,
+        parent: Option<&Tree>,
+        root_dev: u64,
+    ) -> Result<TreeId> {
+        let read = dir.read_path();
+        let entries = match dir.list() {
+            Ok((entries, errors)) => {
+                errors
+                    .iter()
+                    .for_each(|e| self.warn(format!("{}: {e}", read.display())));
+                entries
+            }
             Err(e) => {
                 self.warn(format!("{}: cannot list directory: {e}", read.display()));
                 Vec::new()
             }
         };
-        entries.sort();
         let filter = self.filter(read);
         let nodes = entries
             .par_iter()
-            .map(|(name, path, ino)| {
+            .map(|e| {
+                let name = e.name.as_slice();
+                let path = read.join(std::ffi::OsStr::from_bytes(name));
                 let pnode = parent.and_then(|p| p.find(name));
-                if let Some(p) = filter.and_then(|f| f.reusable(path, *ino, pnode, self.index)) {
+                if let Some(p) = filter.and_then(|f| f.reusable(&path, e.ino, pnode, self.index)) {
                     return Ok(Some(p.clone()));
                 }
                 let rec = rec.join(std::ffi::OsStr::from_bytes(name));
-                self.archive_entry(path, &rec, name, pnode, root_dev)
+                self.archive_entry(Some(dir), &path, &rec, name, pnode, root_dev)
             })
             .collect::<Result<Vec<_>>>()?;
         if let (Some(_), Some(p)) = (filter, parent) {
             // Names gone since the parent: deleted or renamed away.
             p.nodes
                 .iter()
-                .filter(|n| entries.binary_search_by(|e| e.0.cmp(&n.name)).is_err())
+                .filter(|n| entries.binary_search_by(|e| e.name.cmp(&n.name)).is_err())
                 .for_each(|n| self.count_removed(n, true));
         }
         self.save_tree(nodes.into_iter().flatten().collect())
     }
 
-    /// Archive one path; `Ok(None)` when it is excluded or could not be read (a warning).
+    /// Archive one entry: `read` is where it is in the source, reached through `dir` (or
+    /// by that path for a source root); `Ok(None)` when it is excluded or could not be read
+    /// (a warning).
     fn archive_entry(
         &self,
+        dir: Option<&SourceDir>,
         read: &Path,
         rec: &Path,
         name: &[u8],
@@ -283,7 +293,7 @@ impl Ctx<'_> {
         root_dev: u64,
     ) -> Result<Option<Node>> {
         let mut descended = false;
-        let r = self.archive_entry_inner(read, rec, name, pnode, root_dev, &mut descended);
+        let r = self.archive_entry_inner(dir, read, rec, name, pnode, root_dev, &mut descended);
         if let Some(p) = pnode.filter(|_| self.filter(read).is_some()) {
             self.count_removed(p, !descended);
         }
@@ -291,8 +301,10 @@ impl Ctx<'_> {
     }
 
     /// `descended` is set when a directory's parent subtree was walked as its parent tree.
+    #[allow(clippy::too_many_arguments)]
     fn archive_entry_inner(
         &self,
+        dir: Option<&SourceDir>,
         read: &Path,
         rec: &Path,
         name: &[u8],
@@ -304,14 +316,15 @@ impl Ctx<'_> {
         if self.excluded(rec, name) {
             return Ok(None);
         }
-        let md = match std::fs::symlink_metadata(read) {
+        let access = dir.map_or_else(|| read.to_path_buf(), |d| d.entry(name));
+        let md = match std::fs::symlink_metadata(&access) {
             Ok(m) => m,
             Err(e) => {
                 self.warn(format!("{}: {e}", rec.display()));
                 return Ok(None);
             }
         };
-        let mut node = match node_from_metadata(name, read, &md) {
+        let mut node = match node_from_metadata(name, &access, &md) {
             Ok(n) => self.fix_device(n),
             Err(e) => {
                 self.warn(format!("{}: {e}", rec.display()));
@@ -322,7 +335,7 @@ impl Ctx<'_> {
             NodeKind::File => {
                 self.stats.total_files.fetch_add(1, Relaxed);
                 self.stats.total_bytes.fetch_add(md.size(), Relaxed);
-                if let Err(e) = self.archive_file(read, &md, &mut node, pnode) {
+                if let Err(e) = self.archive_file(&access, read, &md, &mut node, pnode) {
                     if matches!(e, Error::Io { .. }) {
                         self.warn(format!("{}: {e}", rec.display()));
                         return Ok(None);
@@ -332,7 +345,14 @@ impl Ctx<'_> {
                 self.progress.files_done.fetch_add(1, Relaxed);
             }
             NodeKind::Dir => {
-                if self.opts.exclude_caches && is_cache_dir(read) {
+                let sub = match SourceDir::open_checked(&access, read, &md) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.warn(format!("{}: {e}", rec.display()));
+                        return Ok(None);
+                    }
+                };
+                if self.opts.exclude_caches && is_cache_dir(&sub) {
                     return Ok(None);
                 }
                 self.stats.dirs.fetch_add(1, Relaxed);
@@ -341,7 +361,7 @@ impl Ctx<'_> {
                 } else {
                     let ptree = self.parent_subtree(pnode);
                     *descended = ptree.is_some();
-                    node.subtree = Some(self.archive_dir(read, rec, ptree.as_ref(), root_dev)?);
+                    node.subtree = Some(self.archive_dir(&sub, rec, ptree.as_ref(), root_dev)?);
                 }
             }
             _ => {}
