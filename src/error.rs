@@ -52,8 +52,16 @@ pub enum Error {
     #[error("restore would write outside the target: {0}; the repository may be tampered with")]
     UnsafePath(String),
 
-    #[error("repository is locked: {holder} ({object}); wait for it to finish, or if that process is gone run `pbak unlock`")]
+    #[error("another prune is running: {holder} ({object}); wait for it to finish, or if that process is gone run `pbak unlock`")]
     Locked { object: String, holder: String },
+
+    #[error("a prune on {host} removed data this backup relied on ({detail}); no snapshot was written: run the backup again")]
+    PrunedMeanwhile { host: String, detail: String },
+
+    #[error(
+        "repository format 1: {0} needs format 2; run `pbak migrate` once (pbak before 0.2 cannot open it afterwards)"
+    )]
+    NeedsMigration(String),
 
     #[error("verification failed for {path}: {reason}")]
     VerifyFailed { path: PathBuf, reason: String },

@@ -71,7 +71,7 @@ fn a_damaged_snapshot_and_stray_names_stay_local() {
     );
 
     p.ok(&["--no-cache", "forget", "--keep-last", "1"]);
-    p.ok(&["--no-cache", "prune"]);
+    p.ok(&["--no-cache", "prune", "--delete-after", "0s"]);
     assert!(
         p.repo.join("snapshots").join(bad).exists(),
         "no keep rule selects a damaged snapshot"
@@ -120,7 +120,7 @@ fn prune_stops_on_a_damaged_index_file_before_deleting() {
     let victim = index.lines().next().unwrap().to_string();
     fs::write(p.repo.join(&victim), b"garbage").unwrap();
     let (data, snapshots) = (files("data"), files("snapshots"));
-    let o = p.run(&["--no-cache", "prune"]);
+    let o = p.run(&["--no-cache", "prune", "--delete-after", "0s"]);
     assert!(!o.status.success(), "{}", text(&o));
     let name = victim.rsplit('/').next().unwrap();
     assert!(text(&o).contains(name), "{}", text(&o));

@@ -51,7 +51,7 @@ fn repack_stops_when_a_used_blob_would_not_be_copied() {
     let packs = count_files(&p.repo.join("data"));
     let index = count_files(&p.repo.join("index"));
 
-    let o = p.run(&["prune", "--max-unused", "0"]);
+    let o = p.run(&["prune", "--delete-after", "0s", "--max-unused", "0"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("prune stopped before deleting anything"), "{e}");

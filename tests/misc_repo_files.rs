@@ -44,12 +44,12 @@ fn new_repository_is_private_under_umask_022() {
     ));
     ok(under_umask(&p, &["backup", &src]));
     ok(under_umask(&p, &["forget", "--keep-last", "1"]));
-    ok(under_umask(&p, &["prune"]));
+    ok(under_umask(&p, &["prune", "--delete-after", "0s"]));
     let repo = p.repo.to_str().unwrap();
     let open = sh(&format!("find '{repo}' -perm /077"));
     assert_eq!(open, "", "group/other bits on: {open}");
     // Every kind of object is there (so the check above covers them).
-    for d in ["keys", "data", "index", "snapshots", "locks", ".tmp"] {
+    for d in ["keys", "data", "index", "snapshots", ".tmp"] {
         assert!(p.repo.join(d).is_dir(), "{d}");
     }
     assert_eq!(
@@ -106,7 +106,8 @@ fn disk_full_leaves_no_temporary_files_and_prune_removes_old_ones() {
     assert_eq!(leftover, "", "temporary files left after ENOSPC");
 
     // A put's temporary file that an older pbak (or a kill) left: prune removes it once it is
-    // an hour old, and leaves a fresh one (another process may be writing it).
+    // older than the grace period, and leaves a younger one (a backup on another host may be
+    // writing it); with a zero grace period (no one else writes) it removes every one.
     let p = Pbak::new(dir.path().join("repo"));
     p.init();
     let tmp = p.repo.join(".tmp");
@@ -117,6 +118,10 @@ fn disk_full_leaves_no_temporary_files_and_prune_removes_old_ones() {
         tmp.join("0123abcd.deadbeef").display()
     ));
     p.ok(&["prune"]);
+    assert!(tmp.join("0123abcd.deadbeef").exists(), "younger than the default 24h");
+    p.ok(&["prune", "--delete-after", "1h"]);
     assert!(!tmp.join("0123abcd.deadbeef").exists());
     assert!(tmp.join("fresh.cafe").exists());
+    p.ok(&["prune", "--delete-after", "0s"]);
+    assert!(!tmp.join("fresh.cafe").exists());
 }

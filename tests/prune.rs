@@ -50,9 +50,17 @@ fn forget_and_prune_free_space_and_keep_the_rest_intact() {
     assert_eq!(json(&p.ok(&["snapshots", "--json"])).as_array().unwrap().len(), 2);
 
     p.ok(&["forget", &first]);
-    let dry = json(&p.ok(&["--json", "prune", "--dry-run", "--max-unused", "0"]));
+    let dry = json(&p.ok(&[
+        "--json",
+        "prune",
+        "--delete-after",
+        "0s",
+        "--dry-run",
+        "--max-unused",
+        "0",
+    ]));
     assert_eq!(du(&p.repo), du(&p.repo), "dry run changed nothing");
-    let rep = json(&p.ok(&["--json", "prune", "--max-unused", "0"]));
+    let rep = json(&p.ok(&["--json", "prune", "--delete-after", "0s", "--max-unused", "0"]));
     assert_eq!(
         rep["packs_deleted"], dry["packs_deleted"],
         "dry run predicted the prune"
@@ -76,7 +84,7 @@ fn forget_and_prune_free_space_and_keep_the_rest_intact() {
     p.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&out, &src));
 
-    let again = json(&p.ok(&["--json", "prune", "--max-unused", "0"]));
+    let again = json(&p.ok(&["--json", "prune", "--delete-after", "0s", "--max-unused", "0"]));
     assert_eq!(again["packs_deleted"], 0, "{again}");
     assert_eq!(again["packs_repacked"], 0, "{again}");
     assert_eq!(again["blobs_unused"], 0, "{again}");
@@ -98,7 +106,7 @@ fn forget_applies_keep_rules_per_host_and_paths() {
     let plan = json(&p.ok(&["--json", "forget", "--keep-last", "2", "--dry-run"]));
     assert_eq!(plan.as_array().unwrap().len(), 2, "one group per host: {plan}");
     assert_eq!(json(&p.ok(&["snapshots", "--json"])).as_array().unwrap().len(), 6);
-    p.ok(&["forget", "--keep-last", "2", "--prune"]);
+    p.ok(&["forget", "--keep-last", "2", "--prune", "--delete-after", "0s"]);
     let snaps = json(&p.ok(&["snapshots", "--json"]));
     for host in ["alpha", "beta"] {
         let n = snaps.as_array().unwrap().iter().filter(|s| s["host"] == host).count();
@@ -134,12 +142,15 @@ fn killed_prune_leaves_a_consistent_repository() {
     // Full metadata comparison once: reading the sources (diff) moves their atimes.
     assert_same_tree(&src, &restored(&out, &src));
     for delay_ms in [0u64, 40, 120, 250, 400, 700] {
-        let mut child = p.cmd(&["prune", "-q", "--max-unused", "0"]).spawn().unwrap();
+        let mut child = p
+            .cmd(&["prune", "--delete-after", "0s", "-q", "--max-unused", "0"])
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let finished = child.try_wait().unwrap().is_some();
         child.kill().ok();
         child.wait().unwrap();
-        // The killed run's lock belongs to a dead process of this host: stale, not blocking.
+        // The killed run's marker belongs to a dead process of this machine: stale, not blocking.
         let c = p.run(&["--json", "check"]);
         assert!(
             c.status.success(),
@@ -159,20 +170,18 @@ fn killed_prune_leaves_a_consistent_repository() {
             break;
         }
     }
-    p.ok(&["prune", "--max-unused", "0"]);
+    p.ok(&["prune", "--delete-after", "0s", "--max-unused", "0"]);
     let c = json(&p.ok(&["--json", "check", "--read-data"]));
     assert_eq!(c["unreferenced_packs"], 0, "{c}");
-    assert_eq!(json(&p.ok(&["--json", "prune"]))["blobs_unused"], 0);
-    p.ok(&["unlock"]);
     assert_eq!(
-        fs::read_dir(p.repo.join("locks")).unwrap().count(),
-        0,
-        "stale locks removed"
+        json(&p.ok(&["--json", "prune", "--delete-after", "0s"]))["blobs_unused"],
+        0
     );
+    assert!(!p.repo.join("prune").exists(), "no prune marker left behind");
 }
 
 #[test]
-fn locks_keep_prune_and_backup_apart() {
+fn the_prune_marker_keeps_prunes_apart_and_nothing_else_takes_a_lock() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -186,38 +195,34 @@ fn locks_keep_prune_and_backup_apart() {
     };
     let repo = open();
 
-    // A running prune (exclusive) blocks a backup, with one line naming the holder and the way out.
-    let lock = repo.lock(true, "prune").unwrap();
-    let r = p.run(&["backup", src.to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(1));
-    let msg = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        msg.contains("locked") && msg.contains("`prune`") && msg.contains("pbak unlock") && msg.lines().count() == 1,
-        "{msg}"
-    );
-    // `unlock` without --remove-all leaves a live process's lock alone.
-    p.ok(&["unlock"]);
-    assert!(p.run(&["backup", src.to_str().unwrap()]).status.code() == Some(1));
-    drop(lock);
-    assert_eq!(
-        fs::read_dir(p.repo.join("locks")).unwrap().count(),
-        0,
-        "lock removed on drop"
-    );
-
-    // A running backup (shared) allows another backup but blocks prune and forget.
-    let shared = repo.lock(false, "backup").unwrap();
+    // A running prune (this test process holds its marker) refuses a second prune, with one
+    // line naming the holder and the way out; backups, restores and checks go on.
+    let marker = repo.take_prune_marker().unwrap();
     p.ok(&["backup", "-q", src.to_str().unwrap()]);
-    for args in [&["prune"][..], &["forget", "--keep-last", "1"][..]] {
+    p.ok(&["check"]);
+    let out = dir.path().join("out");
+    p.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    for args in [&["prune"][..], &["forget", "--keep-last", "1", "--prune"][..]] {
         let r = p.run(args);
         assert_eq!(r.status.code(), Some(1), "{args:?}");
-        assert!(String::from_utf8_lossy(&r.stderr).contains("a shared lock by `backup`"));
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            msg.contains("another prune is running") && msg.contains("pbak unlock") && msg.lines().count() == 1,
+            "{msg}"
+        );
     }
-    drop(shared);
-    p.ok(&["prune"]);
+    // `unlock` without --remove-all leaves a live prune's marker alone.
+    p.ok(&["unlock"]);
+    assert!(p.run(&["prune"]).status.code() == Some(1));
+    drop(marker);
+    assert!(!p.repo.join("prune").exists(), "marker removed on drop");
+    p.ok(&["prune", "--delete-after", "0s"]);
 
-    // --remove-all clears even a live lock.
-    let _held = open().lock(true, "prune").unwrap();
+    // --remove-all clears even a live marker.
+    let _held = open().take_prune_marker().unwrap();
     p.ok(&["unlock", "--remove-all"]);
-    p.ok(&["backup", "-q", src.to_str().unwrap()]);
+    p.ok(&["prune"]);
+    // Nothing but prune ever wrote a lock object.
+    let locks = p.repo.join("locks");
+    assert!(!locks.exists() || fs::read_dir(&locks).unwrap().count() == 0);
 }

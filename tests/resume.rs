@@ -53,7 +53,8 @@ fn killed_backup_resumes_without_reuploading_indexed_packs() {
     fs::write(p.repo.join(".tmp/pack-planted"), b"partial").unwrap();
     let left = spools();
     eprintln!("partly written packs after kill -9: {}", left - 1);
-    let rep: serde_json::Value = serde_json::from_str(p.ok(&["--json", "prune"]).trim()).unwrap();
+    let rep: serde_json::Value =
+        serde_json::from_str(p.ok(&["--json", "prune", "--delete-after", "0s"]).trim()).unwrap();
     assert_eq!(rep["temp_packs_removed"].as_u64(), Some(left as u64), "{rep}");
     assert_eq!(spools(), 0);
     let r = p.backup_json(&[src.to_str().unwrap()]);

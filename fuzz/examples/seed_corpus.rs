@@ -156,6 +156,7 @@ fn main() {
         pid: 4242,
         exclusive: true,
         command: "prune".into(),
+        boot: "b1e5/pid:[4026531836]".into(),
     };
     write("lock_plain", "valid", &key.open(&lock.seal(&key)).expect("own lock opens"));
     println!("seeds written under {}/corpus", env!("CARGO_MANIFEST_DIR"));

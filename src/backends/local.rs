@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Below the root: pack spools (`pack-…`, see `spool.rs`) and the temporary files of `put`
 /// (`<name>.<random>`, the names OpenDAL's atomic writes used before).
@@ -31,10 +31,6 @@ pub(super) const TMP_DIR: &str = ".tmp";
 pub(super) const DIR_MODE: u32 = 0o700;
 /// Mode of every file pbak creates in a local repository (before the umask).
 pub(super) const FILE_MODE: u32 = 0o600;
-
-/// A `put`'s temporary file older than this is stale (a put takes milliseconds; a lock
-/// being taken by another process while prune holds its lock is written within this).
-const STALE_PUT: Duration = Duration::from_secs(3600);
 
 /// Create `dir` and its missing parents with [`DIR_MODE`]; existing ones are left as they are.
 pub(super) fn create_dirs(dir: &Path) -> std::io::Result<()> {
@@ -159,10 +155,10 @@ impl LocalRoot {
         std::fs::rename(from, dest).map_err(|e| local("rename into", e))
     }
 
-    /// Remove every `pack-…` file in `<root>/.tmp/`, and every other file there (a `put`'s
-    /// temporary file that a killed or failed process left) older than an hour; how many
-    /// were removed.
-    pub fn remove_stale_spools(&self) -> BResult<usize> {
+    /// Remove every file in `<root>/.tmp/` (pack spools and `put` temporaries that a killed
+    /// or failed process left) at least `min_age` old; how many were removed. A younger one
+    /// may belong to a backup still running on another host.
+    pub fn remove_stale_spools(&self, min_age: std::time::Duration) -> BResult<usize> {
         let dir = self.tmp();
         let fail = |source| BackendError::Local {
             op: "clean up",
@@ -186,8 +182,8 @@ impl LocalRoot {
                 .modified()
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > STALE_PUT);
-            if e.file_name().as_encoded_bytes().starts_with(b"pack-") || old {
+                .is_some_and(|age| age >= min_age);
+            if old {
                 std::fs::remove_file(e.path()).map_err(fail)?;
                 n += 1;
             }

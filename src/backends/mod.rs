@@ -232,12 +232,11 @@ impl Backend {
         }
     }
 
-    /// Remove pack spools a killed process left in `<repo>/.tmp` (local only; remote spools
-    /// live in memory). Only call this while no other process can write: under prune's
-    /// exclusive lock. Returns how many were removed.
-    pub fn remove_stale_spools(&self) -> BResult<usize> {
+    /// Remove temporary files at least `min_age` old that a killed process left in
+    /// `<repo>/.tmp` (local only; remote spools live in memory). Returns how many.
+    pub fn remove_stale_spools(&self, min_age: std::time::Duration) -> BResult<usize> {
         match &self.local {
-            Some(l) => l.remove_stale_spools(),
+            Some(l) => l.remove_stale_spools(min_age),
             None => Ok(0),
         }
     }

@@ -70,19 +70,21 @@ fn each_method_counts_its_class_and_bytes_once() {
 fn stale_spools_are_removed_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), true).unwrap();
-    assert_eq!(b.remove_stale_spools().unwrap(), 0, "no .tmp yet");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(b.remove_stale_spools(hour).unwrap(), 0, "no .tmp yet");
     let tmp = dir.path().join(".tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("pack-0011"), b"x").unwrap();
     std::fs::write(tmp.join("other"), b"y").unwrap();
     let live = b.spool().unwrap();
+    assert_eq!(b.remove_stale_spools(hour).unwrap(), 0, "younger than an hour: kept");
     assert_eq!(
-        b.remove_stale_spools().unwrap(),
-        2,
+        b.remove_stale_spools(std::time::Duration::ZERO).unwrap(),
+        3,
         "a live spool is a file like any other"
     );
     drop(live);
-    assert!(tmp.join("other").exists());
+    assert!(!tmp.join("other").exists());
     at(b.counts(), (0, 0, 0, 0, 0));
 }
 

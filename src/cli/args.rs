@@ -89,8 +89,10 @@ pub enum Command {
     Forget(cmd::forget::ForgetArgs),
     /// Delete data no snapshot refers to, repacking partly used packs
     Prune(PruneArgs),
-    /// Remove stale locks (of processes gone from this host, or not refreshed for 30 minutes)
+    /// Remove a stale prune marker (of a prune gone from this machine, or not refreshed for 30 minutes)
     Unlock(cmd::unlock::UnlockArgs),
+    /// Upgrade a format-1 repository to format 2 (lock-free backups, two-phase prune)
+    Migrate,
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(cmd::key::KeyCommand),
@@ -205,4 +207,10 @@ pub struct PruneArgs {
     /// Only show what would be removed
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Grace period between marking unneeded data and deleting it: data is deleted by a later
+    /// prune, once this has passed and it is still unneeded, so a backup running on another
+    /// host meanwhile stays safe. `0s` deletes at once: only for a repository no one else
+    /// writes to while prune runs
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = pbak::ops::prune::parse_grace)]
+    pub delete_after: chrono::Duration,
 }

@@ -103,6 +103,7 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Forget(a) => cmd::forget::run(cli, a),
         Command::Prune(a) => cmd::prune::run(cli, a),
         Command::Unlock(a) => cmd::unlock::run(cli, a),
+        Command::Migrate => cmd::unlock::migrate(cli),
         Command::Key(c) => cmd::key::run(cli, c),
         Command::Cat(a) => cmd::cat::run(cli, a),
     }

@@ -5,7 +5,9 @@ use crate::chunker::ChunkerParams;
 use crate::ids::RepoId;
 use serde::{Deserialize, Serialize};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this pbak writes. Format 1 (no marks in index files, lock objects for every
+/// command) is still read; `pbak migrate` upgrades it.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Config {

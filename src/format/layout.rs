@@ -11,6 +11,8 @@ pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const LOCKS: &str = "locks";
+/// The prune marker (format 2): the one object only prune writes.
+pub const PRUNE_MARKER: &str = "prune";
 
 /// `data/<first two hex digits>/<id>`.
 pub fn pack(id: &PackId) -> String {

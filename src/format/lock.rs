@@ -1,5 +1,6 @@
-//! Lock records (`locks/<id>`, format version 1): a sealed JSON record of who holds a lock,
-//! since when, and whether it is exclusive. Taking and refreshing locks is `repo::lock`.
+//! Lock records: a sealed JSON record of who holds a lock and since when. Format 1 kept them
+//! under `locks/<id>` for every command; format 2 has one, the prune marker (`prune`), which
+//! only prune writes and reads (`repo::marker`).
 
 use super::crypto::MasterKey;
 use super::FormatError;
@@ -14,6 +15,10 @@ pub struct LockInfo {
     pub exclusive: bool,
     /// What the holder is doing (`backup`, `prune`, ...).
     pub command: String,
+    /// The holder's boot id and PID namespace: its pid is checked for liveness only where
+    /// both match (a container or a cloned VM with the same host name is another machine).
+    #[serde(default)]
+    pub boot: String,
 }
 
 impl LockInfo {

@@ -74,7 +74,7 @@ pub fn run_all(
     during: &dyn Fn(&Progress, &mut Work) -> Result<SnapshotBackupResult>,
     done: &mut dyn FnMut(&SubvolumeOutcome),
 ) -> Result<Vec<SubvolumeOutcome>> {
-    let _lock = repo.lock(false, "snapshot-backup")?;
+    repo.require_writable_format()?;
     let mut outcomes = Vec::new();
     for sv in &job.subvolumes {
         // Reload: the previous subvolume's packs are now indexed.

@@ -28,11 +28,10 @@ pub struct CheckReport {
     pub unreferenced_packs: usize,
 }
 
-/// `pbak check`: under a shared lock, with the index and every object read from the
-/// repository itself, never from the local cache.
+/// `pbak check`: with the index and every object read from the repository itself, never
+/// from the local cache; it takes no lock and writes nothing.
 pub fn run(repo: &Repository, read_data: bool) -> Result<CheckReport> {
     let repo = repo.uncached();
-    let _lock = repo.lock(false, "check")?;
     let index = repo.load_index()?;
     check(&repo, &index, read_data)
 }

@@ -9,7 +9,7 @@
 //! to the id the tree names. A 65,536-bucket table on the top 16 bits narrows each lookup to
 //! a short binary search.
 
-pub use crate::format::index::{IndexFile, IndexPack, MAX_RAW};
+pub use crate::format::index::{IndexFile, IndexPack, MarkedPack, MAX_RAW};
 use crate::format::pack::BlobKind;
 use crate::ids::{AnyBlobId, BlobId, PackId};
 use std::collections::HashMap;
@@ -69,12 +69,24 @@ impl Entry {
     }
 }
 
+/// What a prune's mark says about a pack that no index file lists as live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub marked_at: i64,
+    pub delete_after: i64,
+    pub host: String,
+}
+
 /// Collects index files; [`IndexBuilder::finish`] sorts them into an [`Index`].
 #[derive(Default)]
 pub struct IndexBuilder {
     packs: Vec<PackId>,
     pack_pos: HashMap<PackId, u32>,
+    /// Per pack: listed live by some index file.
+    live: Vec<bool>,
+    marks: HashMap<u32, Mark>,
     entries: Vec<Entry>,
+    files: Vec<String>,
 }
 
 impl IndexBuilder {
@@ -82,13 +94,48 @@ impl IndexBuilder {
         self.entries.reserve(blobs);
     }
 
-    pub fn add_pack(&mut self, p: &IndexPack) {
+    /// Add every pack of an index file (live and marked), named `name` as listed.
+    pub fn add_file(&mut self, name: &str, f: &IndexFile) {
+        f.packs.iter().for_each(|p| self.add_pack(p));
+        f.marked.iter().for_each(|m| self.add_marked(m));
+        self.files.push(name.to_string());
+    }
+
+    fn pack(&mut self, id: PackId) -> u32 {
         let next = self.packs.len() as u32;
-        let pack = *self.pack_pos.entry(p.id).or_insert(next);
+        let pack = *self.pack_pos.entry(id).or_insert(next);
         if pack == next {
-            self.packs.push(p.id);
+            self.packs.push(id);
+            self.live.push(false);
         }
-        self.entries.extend(p.blobs.iter().map(|b| Entry {
+        pack
+    }
+
+    /// A live pack.
+    pub fn add_pack(&mut self, p: &IndexPack) {
+        let pack = self.pack(p.id);
+        self.live[pack as usize] = true;
+        self.add_entries(pack, &p.blobs);
+    }
+
+    /// A pack marked for deletion; its blobs are served only where no live pack has them.
+    /// Of several marks of one pack, the one that allows deletion last counts.
+    pub fn add_marked(&mut self, m: &MarkedPack) {
+        let pack = self.pack(m.id);
+        let mark = Mark {
+            marked_at: m.marked_at,
+            delete_after: m.delete_after,
+            host: m.host.clone(),
+        };
+        let slot = self.marks.entry(pack).or_insert_with(|| mark.clone());
+        if mark.delete_after > slot.delete_after {
+            *slot = mark;
+        }
+        self.add_entries(pack, &m.blobs);
+    }
+
+    fn add_entries(&mut self, pack: u32, blobs: &[crate::format::pack::BlobEntry]) {
+        self.entries.extend(blobs.iter().map(|b| Entry {
             key: key_of(&b.id),
             pack,
             offset: b.offset,
@@ -99,10 +146,13 @@ impl IndexBuilder {
         }));
     }
 
-    /// Sort, and keep one location per blob: the one in the earliest-added pack.
+    /// Sort, and keep one location per blob: in a live pack where there is one, else the
+    /// earliest-added pack. Marks of packs that some file lists as live are dropped.
     pub fn finish(self) -> Index {
         let mut entries = self.entries;
-        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.pack.cmp(&b.pack)));
+        let live = self.live;
+        let rank = |e: &Entry| (!live[e.pack as usize], e.pack);
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(rank(a).cmp(&rank(b))));
         entries.dedup_by(|later, first| later.key == first.key);
         entries.shrink_to_fit();
         let mut buckets = vec![0u32; (1 << BUCKET_BITS) + 1];
@@ -112,11 +162,16 @@ impl IndexBuilder {
         for i in 1..buckets.len() {
             buckets[i] += buckets[i - 1];
         }
+        let mut marks = self.marks;
+        marks.retain(|p, _| !live[*p as usize]);
         Index {
             packs: self.packs,
             pack_pos: self.pack_pos,
+            live,
+            marks,
             entries,
             buckets,
+            files: self.files,
         }
     }
 }
@@ -125,9 +180,14 @@ impl IndexBuilder {
 pub struct Index {
     packs: Vec<PackId>,
     pack_pos: HashMap<PackId, u32>,
+    live: Vec<bool>,
+    /// Packs that no index file lists as live, with their marks.
+    marks: HashMap<u32, Mark>,
     entries: Vec<Entry>,
     /// `entries[buckets[b]..buckets[b + 1]]` hold the keys whose top 16 bits are `b`.
     buckets: Vec<u32>,
+    /// The index files it was built from (as listed).
+    files: Vec<String>,
 }
 
 impl Default for Index {
@@ -158,8 +218,27 @@ impl Index {
     pub fn get(&self, id: &impl AnyBlobId) -> Option<BlobLocation> {
         self.position(id).map(|i| self.entries[i].location())
     }
+    /// Whether any index file lists the blob, in a live or a marked pack (readers).
     pub fn contains(&self, id: &impl AnyBlobId) -> bool {
         self.position(id).is_some()
+    }
+    /// Whether the blob is in a live pack: what a backup may deduplicate against. A blob
+    /// only in a marked pack is stored again (the commit check relies on this).
+    pub fn is_live(&self, id: &impl AnyBlobId) -> bool {
+        self.position(id)
+            .is_some_and(|i| self.live[self.entries[i].pack as usize])
+    }
+    /// The mark of the pack at `pack` (a position in [`Index::packs`]), if it is marked.
+    pub fn mark(&self, pack: u32) -> Option<&Mark> {
+        self.marks.get(&pack)
+    }
+    /// Marked packs, by position.
+    pub fn marks(&self) -> impl Iterator<Item = (u32, &Mark)> {
+        self.marks.iter().map(|(p, m)| (*p, m))
+    }
+    /// The names of the index files this index was built from.
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
     pub fn pack_id(&self, loc: &BlobLocation) -> PackId {
         self.packs[loc.pack as usize]
@@ -206,6 +285,7 @@ mod tests {
                 id: PackId([2; 32]),
                 blobs: vec![e],
             }],
+            ..Default::default()
         };
         let back = IndexFile::decode(&key, &f.encode(&key)).unwrap();
         assert_eq!(back, f);
@@ -221,6 +301,35 @@ mod tests {
             (loc.kind, loc.compressed, loc.raw_length, loc.length),
             (BlobKind::Tree, true, 10, 50)
         );
+    }
+
+    #[test]
+    fn a_live_copy_wins_over_a_marked_one_and_a_live_listing_clears_the_mark() {
+        let (a, b) = (BlobId([1; 32]), BlobId([2; 32]));
+        let marked = |id: u8, blobs: Vec<BlobEntry>| MarkedPack {
+            id: PackId([id; 32]),
+            marked_at: 10,
+            delete_after: 20,
+            host: "h".into(),
+            blobs,
+        };
+        let mut bld = IndexBuilder::default();
+        // The marked pack comes first: its copy of `a` must still lose to the live one.
+        bld.add_marked(&marked(7, vec![entry(a, 1), entry(b, 2)]));
+        bld.add_pack(&IndexPack {
+            id: PackId([8; 32]),
+            blobs: vec![entry(a, 4)],
+        });
+        bld.add_marked(&marked(9, vec![]));
+        bld.add_pack(&IndexPack {
+            id: PackId([9; 32]),
+            blobs: vec![],
+        });
+        let idx = bld.finish();
+        assert_eq!(idx.pack_id(&idx.get(&a).unwrap()), PackId([8; 32]));
+        assert!(idx.is_live(&a) && !idx.is_live(&b) && idx.contains(&b));
+        let marked: Vec<PackId> = idx.marks().map(|(p, _)| idx.packs()[p as usize]).collect();
+        assert_eq!(marked, [PackId([7; 32])], "pack 9 is listed live too");
     }
 
     fn entry(id: BlobId, n: u32) -> BlobEntry {

@@ -10,7 +10,7 @@ pub mod cache;
 pub mod filter;
 pub mod index;
 mod keys;
-pub mod lock;
+pub mod marker;
 mod open;
 pub mod pack_reader;
 pub mod pack_writer;
@@ -126,10 +126,8 @@ impl Repository {
     pub fn load_index(&self) -> Result<Index> {
         let names = self.backend.list(layout::INDEX)?;
         let mut builder = IndexBuilder::default();
-        self.for_each_index_file(&names, |f| {
-            for p in &f.packs {
-                builder.add_pack(p);
-            }
+        self.for_each_index_file(&names, |name, f| {
+            builder.add_file(name, &f);
             Ok(())
         })?;
         let index = builder.finish();
@@ -152,7 +150,7 @@ impl Repository {
     pub fn for_each_index_file(
         &self,
         names: &[String],
-        mut use_file: impl FnMut(IndexFile) -> Result<()>,
+        mut use_file: impl FnMut(&str, IndexFile) -> Result<()>,
     ) -> Result<()> {
         let batch_len = 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let names: Vec<&String> = names
@@ -168,8 +166,8 @@ impl Repository {
             .collect();
         for batch in names.chunks(batch_len) {
             let files: Vec<Result<IndexFile>> = batch.par_iter().map(|n| self.read_index_file(n)).collect();
-            for f in files {
-                use_file(f?)?;
+            for (name, f) in batch.iter().zip(files) {
+                use_file(name, f?)?;
             }
         }
         Ok(())

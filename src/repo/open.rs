@@ -109,6 +109,36 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Fail with the way out when this is a format-1 repository: writing commands (backup,
+    /// forget, prune) need format 2, whose backups take no locks and whose prune is
+    /// two-phase; reading commands work on both.
+    pub fn require_writable_format(&self) -> Result<()> {
+        match self.config.version {
+            v if v >= config::FORMAT_VERSION => Ok(()),
+            _ => Err(Error::NeedsMigration("writing to it".into())),
+        }
+    }
+
+    /// `pbak migrate`: upgrade a format-1 repository to format 2 (the config's version; the
+    /// existing index files and snapshots are read as they are) and remove the lock objects
+    /// format 1 left. Returns whether anything changed.
+    pub fn migrate(&mut self) -> Result<bool> {
+        if self.config.version >= config::FORMAT_VERSION {
+            return Ok(false);
+        }
+        let mut config = self.config.clone();
+        config.version = config::FORMAT_VERSION;
+        self.backend.put(layout::CONFIG, self.key.seal(&config.encode()))?;
+        self.backend.barrier()?;
+        self.config = config;
+        for l in self.backend.list(layout::LOCKS)? {
+            let _ = self.backend.delete(&layout::lock(&l));
+        }
+        Ok(true)
+    }
+}
+
 /// The config, opened with the master key: its version is checked before the strict decode,
 /// since a newer format may change fields.
 fn open_config(key: &MasterKey, sealed: &[u8]) -> Result<Config> {
@@ -119,7 +149,7 @@ fn open_config(key: &MasterKey, sealed: &[u8]) -> Result<Config> {
         .ok()
         .and_then(|v| v.get("version")?.as_u64())
         .ok_or_else(|| Error::corrupt("config", "no format version"))?;
-    if version != config::FORMAT_VERSION as u64 {
+    if !(1..=config::FORMAT_VERSION as u64).contains(&version) {
         return Err(Error::UnsupportedVersion(version as u32));
     }
     Config::decode(&plain).map_err(|e| Error::corrupt("config", e))

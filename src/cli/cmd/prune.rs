@@ -18,6 +18,7 @@ pub fn options(p: &PruneArgs) -> PruneOptions {
     PruneOptions {
         max_unused_percent: p.max_unused,
         dry_run: p.dry_run,
+        delete_after: p.delete_after,
     }
 }
 
@@ -53,6 +54,19 @@ pub fn print(cli: &Cli, r: &PruneReport) {
         human_bytes(r.bytes_repacked),
         r.unreferenced_packs_deleted
     );
+    if r.packs_marked + r.unreferenced_packs_marked + r.packs_marked_kept + r.packs_brought_back > 0 {
+        let when = chrono::DateTime::from_timestamp(r.delete_after, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        println!(
+            "marked for deletion: {} packs {would}marked ({} unindexed, {}; a prune after {when} deletes them if still unneeded), {} marked earlier still waiting, {} brought back",
+            r.packs_marked + r.unreferenced_packs_marked,
+            r.unreferenced_packs_marked,
+            human_bytes(r.bytes_marked),
+            r.packs_marked_kept,
+            r.packs_brought_back
+        );
+    }
     println!(
         "{} {would}freed; {} unused left in kept packs",
         human_bytes(r.bytes_freed),

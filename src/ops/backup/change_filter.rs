@@ -56,7 +56,7 @@ impl ChangeFilter {
     pub fn reusable<'a>(&self, read: &Path, ino: u64, pnode: Option<&'a Node>, index: &Index) -> Option<&'a Node> {
         let p = pnode?;
         let fresh = p.inode == ino && !self.inodes.contains(&ino) && !(p.is_dir() && self.dirty.contains(read));
-        let stored = p.content.iter().all(|id| index.contains(id)) && p.subtree.is_none_or(|t| index.contains(&t));
+        let stored = p.content.iter().all(|id| index.is_live(id)) && p.subtree.is_none_or(|t| index.is_live(&t));
         (fresh && stored).then_some(p)
     }
 }

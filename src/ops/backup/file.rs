@@ -34,7 +34,7 @@ impl Ctx<'_> {
     /// Store a blob unless the repository or this backup already has it.
     pub(super) fn save_blob(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
         let id = self.repo.key().blob_id(data);
-        if self.index.contains(&id) || !self.known.lock().expect("lock").insert(id) {
+        if self.index.is_live(&id) || !self.known.lock().expect("lock").insert(id) {
             return Ok(id);
         }
         let key = self.repo.key();
@@ -81,7 +81,7 @@ impl Ctx<'_> {
         pnode: Option<&Node>,
     ) -> Result<()> {
         if let Some(p) = pnode.filter(|p| unchanged(p, md)) {
-            if p.content.iter().all(|id| self.index.contains(id)) {
+            if p.content.iter().all(|id| self.index.is_live(id)) {
                 node.content = p.content.clone();
                 node.extents = p.extents.clone();
                 self.stats.files_unmodified.fetch_add(1, Relaxed);

@@ -10,6 +10,7 @@
 //! `compress.rs` (zstd contexts), `change_filter.rs` (Btrfs change detection's hook).
 
 pub mod change_filter;
+mod commit;
 mod compress;
 mod file;
 mod walk;
@@ -137,10 +138,11 @@ fn start(repo: &Repository, index: &Index, opts: &BackupOptions) -> Result<Start
     })
 }
 
-/// `pbak backup`: [`backup`] under a shared lock, with the index loaded after taking it.
+/// `pbak backup`: [`backup`] with the index loaded first (backups take no lock; the commit
+/// check before the snapshot is written keeps them safe from a concurrent prune).
 /// `parent`, when given, is a snapshot spec (`latest` or an id prefix).
 pub fn run(repo: &Repository, opts: &BackupOptions, parent: Option<&str>, progress: &Progress) -> Result<BackupResult> {
-    let _lock = repo.lock(false, "backup")?;
+    repo.require_writable_format()?;
     let index = repo.load_index()?;
     let mut opts = opts.clone();
     if let Some(spec) = parent {
@@ -158,7 +160,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         dry_run: opts.dry_run,
         index_every: Some(INDEX_EVERY),
     };
-    let ((root, stats, warnings), _) = repo.write_packs(&writer, |sink| {
+    let ((root, stats, warnings), written) = repo.write_packs(&writer, |sink| {
         let walk_done = AtomicBool::new(false);
         std::thread::scope(|s| {
             if progress.want_totals.load(Relaxed) && opts.change_filter.is_none() {
@@ -194,7 +196,12 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
     let snapshot = new_snapshot(opts, &st, root, &stats, &warnings, started);
     let id = match opts.dry_run {
         true => None,
-        false => Some(repo.save_snapshot(&snapshot)?),
+        false => {
+            if commit::prune_ran(repo, index, &written.index_files)? {
+                commit::verify(repo, &root)?;
+            }
+            Some(repo.save_snapshot(&snapshot)?)
+        }
     };
     Ok(BackupResult {
         id,

@@ -143,8 +143,9 @@ pub struct ForgetReport {
     pub pruned: Option<PruneReport>,
 }
 
-/// Take the exclusive lock, resolve the explicit ids, plan, delete unless a dry run, make the
-/// deletions durable, then prune if asked. `on_plan` sees the plan before anything is deleted;
+/// Resolve the explicit ids, plan, delete unless a dry run, make the deletions durable, then
+/// prune if asked (under prune's marker; forget itself needs no lock: deleting a snapshot
+/// object only ever makes a concurrent prune keep more). `on_plan` sees the plan before anything is deleted;
 /// `log` gets prune's progress lines.
 pub fn run(
     repo: &Repository,
@@ -152,7 +153,7 @@ pub fn run(
     on_plan: &mut dyn FnMut(&[ForgetGroup]),
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<ForgetReport> {
-    let _lock = repo.lock(true, "forget")?;
+    repo.require_writable_format()?;
     // One listing serves the explicit ids and the rules (and warns about damage once).
     let scan = repo.scan_snapshots()?;
     scan.warn();
@@ -177,7 +178,7 @@ pub fn run(
         repo.backend().barrier()?;
     }
     let pruned = match &opts.prune {
-        Some(p) => Some(prune::prune(repo, p, log)?),
+        Some(p) => Some(prune::run(repo, p, log)?),
         None => None,
     };
     Ok(ForgetReport {

@@ -1,14 +1,15 @@
 //! Carrying out a prune [`Plan`], in the write order that keeps every state consistent (see
-//! the module comment of `ops::prune`): new packs, new index files, barrier, old index
-//! files deleted, barrier, dropped packs deleted, barrier.
+//! the module comment of `ops::prune`): new packs, new index files (live packs and marks),
+//! barrier, old index files deleted, barrier, the packs whose time came deleted, barrier.
 
 use super::plan::{Marks, Plan};
 use super::PruneReport;
 use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::pack::{decode_header, SealedBlob};
-use crate::ids::PackId;
-use crate::repo::index::{Index, IndexFile, IndexPack};
+use crate::ids::{IndexId, PackId};
+use crate::repo::index::{Index, IndexFile, IndexPack, MarkedPack};
+use crate::repo::marker::PruneMarker;
 use crate::repo::pack_writer::WriterOptions;
 use crate::repo::Repository;
 use rayon::prelude::*;
@@ -17,10 +18,24 @@ use std::collections::{HashMap, HashSet};
 /// Blobs per written index file.
 const INDEX_FILE_BLOBS: usize = 50_000;
 
-pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
-    let mut rep = plan.report;
-    rep.temp_packs_removed = repo.backend().remove_stale_spools()?;
-    if plan.delete.is_empty() && plan.repack.is_empty() && plan.unreferenced.is_empty() {
+pub fn execute(
+    repo: &Repository,
+    mut plan: Plan,
+    marker: &PruneMarker,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<PruneReport> {
+    let mut rep = std::mem::take(&mut plan.report);
+    let at_once = plan.delete_after <= plan.now;
+    // Temporary files of interrupted runs, once older than the grace period (all of them with
+    // a zero grace period: no one else writes).
+    let grace = (plan.delete_after - plan.now).max(0) as u64;
+    rep.temp_packs_removed = repo
+        .backend()
+        .remove_stale_spools(std::time::Duration::from_secs(grace))?;
+    let nothing = [&plan.delete, &plan.mark, &plan.repack, &plan.bring_back]
+        .iter()
+        .all(|v| v.is_empty());
+    if nothing && plan.unreferenced.is_empty() {
         log("nothing to prune");
         return Ok(rep);
     }
@@ -33,8 +48,16 @@ pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Re
     rep.packs_written = new_packs.len();
 
     log("writing the new index");
-    let dropped: HashSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
-    rep.index_files_written = write_index(repo, plan.files, &dropped, new_packs)?;
+    let unreferenced: Vec<PackId> = plan.unreferenced.iter().filter_map(|h| PackId::from_hex(h)).collect();
+    let mut delete: Vec<PackId> = plan.delete.clone();
+    let mut to_mark: Vec<PackId> = plan.mark.iter().chain(&plan.repack).copied().collect();
+    match at_once {
+        true => delete.extend(to_mark.drain(..).chain(unreferenced.iter().copied())),
+        false => to_mark.extend(&unreferenced),
+    }
+    let (live, marked) = new_listing(&plan, &to_mark, &delete, new_packs);
+    let written = write_index(repo, live, marked)?;
+    rep.index_files_written = written.len();
     repo.backend().barrier()?;
 
     log("removing old index files");
@@ -44,52 +67,119 @@ pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Re
     rep.index_files_removed = plan.index_names.len();
     repo.backend().barrier()?;
 
-    log(&format!("deleting {} packs", dropped.len() + plan.unreferenced.len()));
-    let unreferenced = plan.unreferenced.iter().filter_map(|h| PackId::from_hex(h));
-    let paths: Vec<String> = dropped
-        .iter()
-        .copied()
-        .chain(unreferenced)
-        .map(|p| layout::pack(&p))
-        .collect();
-    paths
-        .par_iter()
-        .try_for_each(|p| ignore_gone(repo.backend().delete(p)))?;
-    repo.backend().barrier()?;
+    if !delete.is_empty() {
+        // A prune that lost its marker (another prune took over) deletes nothing.
+        marker.check()?;
+        spare_newly_listed(repo, &plan.index_names, &written, &mut delete)?;
+        log(&format!("deleting {} packs", delete.len()));
+        let paths: Vec<String> = delete.iter().map(layout::pack).collect();
+        paths
+            .par_iter()
+            .try_for_each(|p| ignore_gone(repo.backend().delete(p)))?;
+        repo.backend().barrier()?;
+    }
     Ok(rep)
 }
 
-/// New index files listing every kept pack once and the new ones; returns how many.
-fn write_index(
-    repo: &Repository,
-    files: Vec<IndexFile>,
-    dropped: &HashSet<PackId>,
-    new: Vec<IndexPack>,
-) -> Result<usize> {
-    let mut seen: HashSet<PackId> = HashSet::new();
-    let mut keep_packs: Vec<IndexPack> = Vec::new();
-    for f in files {
-        for p in f.packs {
-            if !dropped.contains(&p.id) && seen.insert(p.id) {
-                keep_packs.push(p);
+/// What the new index files list: every live pack once (kept, brought back, written by the
+/// repack) and every mark once (carried over, or new with this run's time).
+fn new_listing(
+    plan: &Plan,
+    to_mark: &[PackId],
+    delete: &[PackId],
+    new_packs: Vec<IndexPack>,
+) -> (Vec<IndexPack>, Vec<MarkedPack>) {
+    let to_mark: HashSet<PackId> = to_mark.iter().copied().collect();
+    let gone: HashSet<PackId> = delete.iter().copied().collect();
+    let back: HashSet<PackId> = plan.bring_back.iter().copied().collect();
+    let host = crate::host::host_user().0;
+    let mark = |id: PackId, blobs: Vec<_>| MarkedPack {
+        id,
+        marked_at: plan.now,
+        delete_after: plan.delete_after,
+        host: host.clone(),
+        blobs,
+    };
+    let (mut live, mut marked, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
+    for f in &plan.files {
+        for p in &f.packs {
+            if gone.contains(&p.id) || !seen.insert(p.id) {
+                continue;
+            }
+            match to_mark.contains(&p.id) {
+                true => marked.push(mark(p.id, p.blobs.clone())),
+                false => live.push(p.clone()),
             }
         }
     }
-    keep_packs.extend(new);
-    let (mut out, mut blobs, mut written) = (IndexFile::default(), 0, 0);
-    for p in keep_packs {
-        blobs += p.blobs.len();
-        out.packs.push(p);
-        if blobs >= INDEX_FILE_BLOBS {
-            repo.save_index(&std::mem::take(&mut out))?;
-            written += 1;
-            blobs = 0;
+    // Marks of packs no file lists as live: brought back, carried over, or dropped with the
+    // pack. Of several marks of one pack the latest `delete_after` is kept (as the index does).
+    let mut latest: HashMap<PackId, &MarkedPack> = HashMap::new();
+    for m in plan.files.iter().flat_map(|f| &f.marked) {
+        if seen.contains(&m.id) || gone.contains(&m.id) {
+            continue;
+        }
+        let slot = latest.entry(m.id).or_insert(m);
+        if m.delete_after > slot.delete_after {
+            *slot = m;
         }
     }
-    if !out.packs.is_empty() {
-        repo.save_index(&out)?;
-        written += 1;
+    for (id, m) in latest {
+        match back.contains(&id) {
+            true => live.push(IndexPack {
+                id,
+                blobs: m.blobs.clone(),
+            }),
+            false => marked.push(m.clone()),
+        }
     }
+    let listed: HashSet<PackId> = live.iter().map(|p| p.id).chain(marked.iter().map(|m| m.id)).collect();
+    for id in to_mark.iter().filter(|id| !listed.contains(id)) {
+        // Stored packs no index listed: marked by name only.
+        marked.push(mark(*id, Vec::new()));
+    }
+    live.extend(new_packs);
+    (live, marked)
+}
+
+/// Right before deleting: a backup that was suspended since before this prune's plan may have
+/// indexed one of the packs to delete (as live) meanwhile. Such a pack is spared (the next
+/// prune decides again), and the backup's own commit check does the rest.
+fn spare_newly_listed(repo: &Repository, read: &[String], written: &[IndexId], delete: &mut Vec<PackId>) -> Result<()> {
+    let known: HashSet<String> = read.iter().cloned().chain(written.iter().map(|i| i.to_hex())).collect();
+    let mut added = repo.backend().list(layout::INDEX)?;
+    added.retain(|n| !known.contains(n));
+    let mut live: HashSet<PackId> = HashSet::new();
+    repo.for_each_index_file(&added, |_, f| {
+        live.extend(f.packs.iter().map(|p| p.id));
+        Ok(())
+    })?;
+    delete.retain(|p| !live.contains(p));
+    Ok(())
+}
+
+/// New index files listing `live` and `marked`, about [`INDEX_FILE_BLOBS`] blobs each; returns
+/// their ids.
+fn write_index(repo: &Repository, live: Vec<IndexPack>, marked: Vec<MarkedPack>) -> Result<Vec<IndexId>> {
+    let (mut out, mut blobs, mut written) = (IndexFile::default(), 0, Vec::new());
+    let mut flush = |out: &mut IndexFile, blobs: &mut usize, at_end: bool| -> Result<()> {
+        if *blobs >= INDEX_FILE_BLOBS || (at_end && !(out.packs.is_empty() && out.marked.is_empty())) {
+            written.push(repo.save_index(&std::mem::take(out))?);
+            *blobs = 0;
+        }
+        Ok(())
+    };
+    for p in live {
+        blobs += p.blobs.len();
+        out.packs.push(p);
+        flush(&mut out, &mut blobs, false)?;
+    }
+    for m in marked {
+        blobs += m.blobs.len().max(1);
+        out.marked.push(m);
+        flush(&mut out, &mut blobs, false)?;
+    }
+    flush(&mut out, &mut blobs, true)?;
     Ok(written)
 }
 
@@ -124,6 +214,7 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
         }
         Ok(())
     })?;
+    let written = written.packs;
     let copied: HashSet<_> = written.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
     let expected: usize = used.values().sum();
     if copied.len() < expected {

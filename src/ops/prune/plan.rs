@@ -1,5 +1,6 @@
 //! What prune would do, decided from the index files and the snapshots' trees alone: which
-//! blobs are used, how full every pack is, which packs to delete and which to repack.
+//! blobs are used, how full every pack is, which packs to mark, repack, bring back and
+//! delete (see the two-phase rules in the module comment of `ops::prune`).
 
 use super::{PruneOptions, PruneReport};
 use crate::error::{Error, Result};
@@ -29,10 +30,20 @@ pub struct Plan {
     /// Per pack of [`Index::packs`], in its order.
     pub usage: Vec<PackUse>,
     pub marks: Marks,
+    /// Packs deleted in this run: marked packs whose time came and that are still unneeded,
+    /// and with a zero grace period every unneeded pack at once.
     pub delete: Vec<PackId>,
+    /// Live packs that no snapshot needs: marked now, deleted by a later prune.
+    pub mark: Vec<PackId>,
     pub repack: Vec<PackId>,
-    /// Stored packs that no index file lists (hex names).
+    /// Marked packs that a snapshot needs again: listed live again.
+    pub bring_back: Vec<PackId>,
+    /// Stored packs that no index file lists (hex names): marked (or, with a zero grace
+    /// period, deleted).
     pub unreferenced: Vec<String>,
+    /// This run's time and the `delete_after` of the marks it writes.
+    pub now: i64,
+    pub delete_after: i64,
     pub report: PruneReport,
 }
 
@@ -90,7 +101,7 @@ fn mark_used(repo: &Repository, index: &Index, snaps: &[(SnapshotId, Snapshot)])
     Ok(marks)
 }
 
-/// Read every index file, mark what the snapshots use, and choose what to delete and repack.
+/// Read every index file, mark what the snapshots use, and choose what to do with each pack.
 pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) -> Result<Plan> {
     let mut rep = PruneReport {
         dry_run: opts.dry_run,
@@ -102,7 +113,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
     let mut index_names = repo.backend().list(layout::INDEX)?;
     index_names.retain(|n| crate::ids::IndexId::from_hex(n).is_some());
     let mut files = Vec::new();
-    repo.for_each_index_file(&index_names, |f| {
+    repo.for_each_index_file(&index_names, |_, f| {
         files.push(f);
         Ok(())
     })?;
@@ -124,48 +135,84 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
     rep.bytes_unused = usage.iter().map(|u| u.total - u.used.min(u.total)).sum();
 
     let stored = repo.stored_packs()?;
-    let mut delete: Vec<PackId> = Vec::new();
-    let mut candidates: Vec<(PackId, PackUse)> = Vec::new();
-    for (pid, u) in index.packs().iter().zip(&usage) {
-        let exists = stored.contains(&pid.to_hex());
-        if u.used == 0 {
-            delete.push(*pid);
-        } else if !exists {
-            return Err(Error::corrupt(
-                layout::pack(pid),
-                "holds data in use but is missing; prune deleted nothing (run `pbak check`)",
-            ));
-        } else if u.used < u.total {
-            candidates.push((*pid, *u));
-        }
-    }
-    let unreferenced: Vec<String> = {
-        let indexed: HashSet<String> = index.packs().iter().map(|p| p.to_hex()).collect();
-        stored.iter().filter(|s| !indexed.contains(*s)).cloned().collect()
-    };
-    let repack = choose_repack(candidates, opts, &mut rep);
-    rep.packs_deleted = delete.len();
-    rep.packs_repacked = repack.len();
-    rep.packs_kept = index.packs().len() - delete.len() - repack.len();
-    rep.unreferenced_packs_deleted = unreferenced.len();
-    let pos_of = |p: &PackId| index.pack_position(p).expect("indexed") as usize;
-    rep.bytes_freed = delete
-        .iter()
-        .chain(&repack)
-        .map(|p| usage[pos_of(p)].total)
-        .sum::<u64>()
-        - rep.bytes_repacked;
-    Ok(Plan {
+    let now = chrono::Utc::now().timestamp();
+    let at_once = opts.delete_after.is_zero();
+    let mut p = Plan {
+        delete: Vec::new(),
+        mark: Vec::new(),
+        repack: Vec::new(),
+        bring_back: Vec::new(),
+        unreferenced: Vec::new(),
+        now,
+        delete_after: now.saturating_add(opts.delete_after.num_seconds()),
         index_names,
         files,
         index,
         usage,
         marks,
-        delete,
-        repack,
-        unreferenced,
         report: rep,
-    })
+    };
+    let mut candidates: Vec<(PackId, PackUse)> = Vec::new();
+    for (pos, (pid, u)) in p.index.packs().iter().zip(&p.usage).enumerate() {
+        let missing = || {
+            Error::corrupt(
+                layout::pack(pid),
+                "holds data in use but is missing; prune deleted nothing (run `pbak check`)",
+            )
+        };
+        let exists = stored.contains(&pid.to_hex());
+        match p.index.mark(pos as u32) {
+            Some(_) if u.used > 0 && !exists => return Err(missing()),
+            Some(_) if u.used > 0 => p.bring_back.push(*pid),
+            Some(m) if at_once || now >= m.delete_after => p.delete.push(*pid),
+            Some(_) => p.report.packs_marked_kept += 1,
+            None if u.used == 0 && at_once => p.delete.push(*pid),
+            None if u.used == 0 => p.mark.push(*pid),
+            None if !exists => return Err(missing()),
+            None if u.used < u.total => candidates.push((*pid, *u)),
+            None => {}
+        }
+    }
+    p.unreferenced = {
+        let indexed: HashSet<String> = p.index.packs().iter().map(|p| p.to_hex()).collect();
+        stored.iter().filter(|s| !indexed.contains(*s)).cloned().collect()
+    };
+    p.repack = choose_repack(candidates, opts, &mut p.report);
+    count(&mut p, at_once);
+    Ok(p)
+}
+
+/// Fill in the plan's pack counts and freed bytes.
+fn count(p: &mut Plan, at_once: bool) {
+    let rep = &mut p.report;
+    rep.delete_after = p.delete_after;
+    rep.packs_deleted = p.delete.len();
+    rep.packs_marked = p.mark.len();
+    rep.packs_brought_back = p.bring_back.len();
+    rep.packs_repacked = p.repack.len();
+    let live = p.index.packs().len() - p.index.marks().count();
+    rep.packs_kept = live - p.mark.len() - p.repack.len() - if at_once { p.delete.len() } else { 0 };
+    rep.packs_kept += p.bring_back.len();
+    match at_once {
+        true => rep.unreferenced_packs_deleted = p.unreferenced.len(),
+        false => rep.unreferenced_packs_marked = p.unreferenced.len(),
+    }
+    let pos_of = |id: &PackId| p.index.pack_position(id).expect("indexed") as usize;
+    let repacked_total: u64 = p.repack.iter().map(|id| p.usage[pos_of(id)].total).sum();
+    let deleted: u64 = p.delete.iter().map(|id| p.usage[pos_of(id)].total).sum();
+    // Repacked packs are deleted now only with a zero grace period; otherwise later.
+    rep.bytes_freed = deleted
+        + if at_once {
+            repacked_total - rep.bytes_repacked
+        } else {
+            0
+        };
+    let marked: u64 = p.mark.iter().map(|id| p.usage[pos_of(id)].total).sum();
+    rep.bytes_marked = if at_once {
+        0
+    } else {
+        marked + repacked_total - rep.bytes_repacked
+    };
 }
 
 /// One table of every pack listed (the first index file naming a pack wins) and each
@@ -180,15 +227,22 @@ fn merge(files: &[IndexFile]) -> (Index, Vec<PackUse>) {
             }
         }
     }
+    for m in files.iter().flat_map(|f| &f.marked) {
+        if !listed.contains(&m.id) {
+            builder.add_marked(m);
+        }
+    }
     let index = builder.finish();
     let mut usage = vec![PackUse::default(); index.packs().len()];
-    for f in files {
-        for p in &f.packs {
-            let u = &mut usage[index.pack_position(&p.id).expect("added") as usize];
-            if !u.counted {
-                u.total = p.blobs.iter().map(|b| b.length as u64).sum();
-                u.counted = true;
-            }
+    let all = files.iter().flat_map(|f| {
+        let live = f.packs.iter().map(|p| (p.id, &p.blobs));
+        live.chain(f.marked.iter().map(|m| (m.id, &m.blobs)))
+    });
+    for (id, blobs) in all {
+        let u = &mut usage[index.pack_position(&id).expect("added") as usize];
+        if !u.counted {
+            u.total = blobs.iter().map(|b| b.length as u64).sum();
+            u.counted = true;
         }
     }
     (index, usage)

@@ -81,24 +81,22 @@ fn matches_any(pats: &[glob::Pattern], path: &Path) -> bool {
     })
 }
 
-/// A restore ready to run: the shared lock held, the index loaded, the snapshot found.
+/// A restore ready to run: the index loaded, the snapshot found (restores take no lock and
+/// write nothing to the repository).
 pub struct Prepared<'a> {
     repo: &'a Repository,
-    _lock: crate::repo::lock::RepoLock,
     index: Index,
     pub id: SnapshotId,
     pub snapshot: Snapshot,
 }
 
-/// Take the shared lock, load the index and find the snapshot `spec` names (`latest` or an
-/// id prefix); [`Prepared::run`] then restores it.
+/// Load the index and find the snapshot `spec` names (`latest` or an id prefix);
+/// [`Prepared::run`] then restores it.
 pub fn prepare<'a>(repo: &'a Repository, spec: &str) -> Result<Prepared<'a>> {
-    let lock = repo.lock(false, "restore")?;
     let index = repo.load_index()?;
     let (id, snapshot) = repo.find_snapshot(spec)?;
     Ok(Prepared {
         repo,
-        _lock: lock,
         index,
         id,
         snapshot,

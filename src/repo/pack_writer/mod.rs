@@ -20,6 +20,7 @@ use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::pack::{random_below, BlobKind, SealedBlob};
+use crate::ids::IndexId;
 mod builder;
 
 pub use builder::{FinishedPack, PackBuilder};
@@ -39,6 +40,16 @@ pub struct WriterOptions {
     /// Write an index file every this many stored packs and one at the end; `None`: the
     /// caller indexes the returned packs itself (prune writes whole new index files).
     pub index_every: Option<usize>,
+}
+
+/// What [`Repository::write_packs`] stored besides the producer's value.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Stored packs that no index file written here lists (all of them without
+    /// `index_every`).
+    pub packs: Vec<IndexPack>,
+    /// The index files written (with `index_every`).
+    pub index_files: Vec<IndexId>,
 }
 
 /// Where a producer sends the blobs to store while [`Repository::write_packs`] runs.
@@ -62,13 +73,13 @@ impl BlobSink<'_> {
 
 impl Repository {
     /// Run `produce` while the blobs it sends are packed and stored. Returns its value and
-    /// the packs stored that no index file written here lists (all of them without
-    /// `index_every`). The first error, of an upload or of `produce`, is the one returned.
+    /// what was stored ([`Written`]). The first error, of an upload or of `produce`, is the
+    /// one returned.
     pub fn write_packs<T: Send>(
         &self,
         opts: &WriterOptions,
         produce: impl FnOnce(&BlobSink) -> Result<T> + Send,
-    ) -> Result<(T, Vec<IndexPack>)> {
+    ) -> Result<(T, Written)> {
         let connections = match self.backend().is_local() {
             true => opts.connections.clamp(1, 2),
             false => opts.connections.max(1),
@@ -80,6 +91,7 @@ impl Repository {
             repo: self,
             opts: *opts,
             done: Mutex::new(Vec::new()),
+            index_files: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             abort: &abort,
         };
@@ -106,7 +118,11 @@ impl Repository {
                 if opts.index_every.is_none() && !opts.dry_run {
                     self.backend().barrier()?;
                 }
-                Ok((v, upload.done.into_inner().expect("lock")))
+                let written = Written {
+                    packs: upload.done.into_inner().expect("lock"),
+                    index_files: upload.index_files.into_inner().expect("lock"),
+                };
+                Ok((v, written))
             }
             Err(e) => {
                 // Index what was stored, so the next run does not upload it again.
@@ -165,8 +181,25 @@ struct Uploader<'a> {
     repo: &'a Repository,
     opts: WriterOptions,
     done: Mutex<Vec<IndexPack>>,
+    index_files: Mutex<Vec<IndexId>>,
     error: Mutex<Option<Error>>,
     abort: &'a AtomicBool,
+}
+
+/// A local pack spool that vanished before its rename was removed by a prune on another
+/// host that took it for a leftover (one older than its grace period): say so.
+fn spool_gone(e: crate::backends::BackendError) -> Error {
+    match e {
+        crate::backends::BackendError::Local {
+            op: "rename into",
+            source,
+            ..
+        } if source.kind() == std::io::ErrorKind::NotFound => Error::PrunedMeanwhile {
+            host: "another host".into(),
+            detail: "it removed this backup's unfinished packs from the repository's .tmp/".into(),
+        },
+        e => e.into(),
+    }
 }
 
 impl Uploader<'_> {
@@ -179,7 +212,7 @@ impl Uploader<'_> {
                 true => Ok(()),
                 false => self.repo.backend().put_spool(&layout::pack(&p.id), p.body),
             };
-            let r = r.map_err(Error::from).and_then(|()| {
+            let r = r.map_err(spool_gone).and_then(|()| {
                 self.done.lock().expect("lock").push(IndexPack {
                     id: p.id,
                     blobs: p.blobs,
@@ -213,7 +246,11 @@ impl Uploader<'_> {
         if !self.opts.dry_run {
             // Packs must be durable before an index names them.
             self.repo.backend().barrier()?;
-            self.repo.save_index(&IndexFile { packs })?;
+            let id = self.repo.save_index(&IndexFile {
+                packs,
+                ..Default::default()
+            })?;
+            self.index_files.lock().expect("lock").push(id);
         }
         Ok(())
     }
