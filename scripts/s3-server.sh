@@ -21,6 +21,7 @@ RUN_DIR="/tmp/pbak-s3-$PORT"
 PIDFILE="$RUN_DIR/server.pid"
 CREDS="$RUN_DIR/creds"          # "ACCESS_KEY SECRET_KEY"
 CREDS_RO="$RUN_DIR/creds-ro"    # a read-only key (auth on only), for the permission-error test
+CREDS_ND="$RUN_DIR/creds-nd"    # a key that may read, list and write but not delete (a backup host's)
 LOG="/tmp/pbak-s3-server-$PORT.log"
 
 VENV=/opt/pbak-moto
@@ -65,14 +66,19 @@ EOF
     echo "export PBAK_TEST_S3_RO_ACCESS_KEY_ID=$ak"
     echo "export PBAK_TEST_S3_RO_SECRET_ACCESS_KEY=$sk"
   fi
+  if [[ -s "$CREDS_ND" ]]; then
+    read -r ak sk <"$CREDS_ND"
+    echo "export PBAK_TEST_S3_ND_ACCESS_KEY_ID=$ak"
+    echo "export PBAK_TEST_S3_ND_SECRET_ACCESS_KEY=$sk"
+  fi
 }
 
 # Fresh server: (auth on) create IAM user + key with s3:* while auth is still off,
 # create the bucket, then switch SigV4 checking on for every later request.
 setup_fresh() {
-  "$VENV/bin/python" - "$URL" "$BUCKET" "$AUTH" "$CREDS" "$CREDS_RO" <<'PY' >&2
+  "$VENV/bin/python" - "$URL" "$BUCKET" "$AUTH" "$CREDS" "$CREDS_RO" "$CREDS_ND" <<'PY' >&2
 import json, sys, boto3
-url, bucket, auth, creds, creds_ro = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
+url, bucket, auth, creds, creds_ro, creds_nd = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5], sys.argv[6]
 kw = dict(endpoint_url=url, region_name="us-east-1",
           aws_access_key_id="testing", aws_secret_access_key="testing")
 ak, sk = "testing", "testing"
@@ -92,6 +98,15 @@ if auth:
                                                       "s3:GetBucketLocation"], "Resource": "*"}]}))
     r = iam.create_access_key(UserName="pbak-ro")["AccessKey"]
     with open(creds_ro, "w") as f:
+        f.write(f"{r['AccessKeyId']} {r['SecretAccessKey']}\n")
+    # A backup host's key: read, list and write, no delete (B2: no deleteFiles).
+    iam.create_user(UserName="pbak-nodelete")
+    iam.put_user_policy(UserName="pbak-nodelete", PolicyName="s3-no-delete", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket",
+                                                      "s3:GetBucketLocation"], "Resource": "*"}]}))
+    r = iam.create_access_key(UserName="pbak-nodelete")["AccessKey"]
+    with open(creds_nd, "w") as f:
         f.write(f"{r['AccessKeyId']} {r['SecretAccessKey']}\n")
 boto3.client("s3", **kw).create_bucket(Bucket=bucket)
 with open(creds, "w") as f:
@@ -127,7 +142,7 @@ start() {
     if running; then stop; fi
     if curl -s -o /dev/null -m 2 "$URL/"; then log "port $PORT is taken by another process"; return 1; fi
     install_moto
-    rm -f "$CREDS" "$CREDS_RO"
+    rm -f "$CREDS" "$CREDS_RO" "$CREDS_ND"
     setsid nohup "$VENV/bin/moto_server" -H "$HOST" -p "$PORT" >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     local deadline=$((SECONDS + 30))
@@ -153,7 +168,7 @@ stop() {
     fi
     log "stopped pid $pid"
   fi
-  rm -f "$PIDFILE" "$CREDS" "$CREDS_RO"
+  rm -f "$PIDFILE" "$CREDS" "$CREDS_RO" "$CREDS_ND"
 }
 
 case "${1:-}" in

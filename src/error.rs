@@ -63,6 +63,9 @@ pub enum Error {
     )]
     NeedsMigration(String),
 
+    #[error("{0} needs a key that may delete, and this one may not ({1}); run it on the host that holds the delete right (B2: deleteFiles; S3: s3:DeleteObject)")]
+    NoDeleteRight(&'static str, String),
+
     #[error("verification failed for {path}: {reason}")]
     VerifyFailed { path: PathBuf, reason: String },
 }

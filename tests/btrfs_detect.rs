@@ -14,22 +14,6 @@ const SEEDS: [u64; 4] = [1, 2, 3, 4];
 const ROUNDS: usize = 8;
 const EDITS_PER_ROUND: usize = 10;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        (!v.is_empty()).then(|| &v[self.below(v.len())])
-    }
-}
-
 /// Regular files and directories (the root included) under `root`, sorted.
 fn inventory(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut files, mut dirs) = (Vec::new(), vec![root.to_path_buf()]);
@@ -199,7 +183,7 @@ fn equivalence(seed: u64, mnt: &Path) {
     }
     let p = Pbak::new(mnt.join("repo"));
     p.init();
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::seeded(seed);
     let mut log = Vec::new();
     for round in 0..ROUNDS {
         if round > 0 {

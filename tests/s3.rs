@@ -325,8 +325,18 @@ fn read_only_key_fails_fast_naming_the_permission() {
         let t = Instant::now();
         (c.output().unwrap(), t.elapsed())
     };
-    let (o, _) = ro(&["snapshots"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Readers take no lock and write nothing: they work with a read-only key.
+    let out = dir.path().join("out");
+    for args in [
+        &["snapshots"][..],
+        &["ls", "latest"],
+        &["check"],
+        &["restore", "latest", "--target", out.to_str().unwrap(), "--verify"],
+    ] {
+        let (o, _) = ro(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
     // ...but cannot write: one line naming the permission and the key, at once.
     fs::write(src.join("new"), b"new").unwrap();
     let (o, took) = ro(&["backup", "-q", src.to_str().unwrap()]);
@@ -420,4 +430,58 @@ fn credentials_from_a_private_env_file() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!all.contains(&secret), "the secret was printed");
+}
+
+#[test]
+fn a_backup_hosts_key_without_the_delete_right_does_all_but_forget_and_prune() {
+    let Some((endpoint, bucket)) = server("s3_no_delete") else {
+        return;
+    };
+    let (Ok(id), Ok(secret)) = (
+        std::env::var("PBAK_TEST_S3_ND_ACCESS_KEY_ID"),
+        std::env::var("PBAK_TEST_S3_ND_SECRET_ACCESS_KEY"),
+    ) else {
+        panic!("!!! s3_no_delete: PBAK_TEST_S3_ND_* unset: restart the server with `scripts/s3-server.sh stop; eval \"$(scripts/s3-server.sh start)\"` (auth on)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 43);
+    let p = Pbak::new(format!("s3:{endpoint}/{bucket}/{}", unique("nodelete")).into());
+    p.init();
+    let host = |args: &[&str]| {
+        let mut c = p.cmd(args);
+        c.env("AWS_ACCESS_KEY_ID", &id).env("AWS_SECRET_ACCESS_KEY", &secret);
+        let t = Instant::now();
+        (c.output().unwrap(), t.elapsed())
+    };
+    let out = dir.path().join("out");
+    let steps: [&[&str]; 6] = [
+        &["backup", "-q", src.to_str().unwrap()],
+        &["backup", "-q", src.to_str().unwrap()],
+        &["snapshots"],
+        &["ls", "latest"],
+        &["check", "--read-data"],
+        &["restore", "latest", "--target", out.to_str().unwrap(), "--verify"],
+    ];
+    for args in steps {
+        let (o, _) = host(args);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+    // forget and prune fail at once with one line naming the missing right; nothing changed.
+    for args in [&["forget", "--keep-last", "1"][..], &["prune"]] {
+        let (o, took) = host(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("needs a key that may delete") && err.contains("deleteFiles"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+    let snaps: serde_json::Value = serde_json::from_str(&p.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    // The prune host's key may.
+    p.ok(&["forget", "--keep-last", "1", "--prune"]);
 }

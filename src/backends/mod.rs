@@ -73,6 +73,14 @@ impl BackendError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
+    /// The storage refused the operation (a key without that right, file permissions).
+    pub fn is_permission_denied(&self) -> bool {
+        match self {
+            BackendError::Op { source, .. } => source.kind() == opendal::ErrorKind::PermissionDenied,
+            BackendError::Local { source, .. } => source.kind() == std::io::ErrorKind::PermissionDenied,
+            _ => false,
+        }
+    }
 }
 
 type BResult<T> = std::result::Result<T, BackendError>;

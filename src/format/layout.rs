@@ -13,6 +13,8 @@ pub const SNAPSHOTS: &str = "snapshots";
 pub const LOCKS: &str = "locks";
 /// The prune marker (format 2): the one object only prune writes.
 pub const PRUNE_MARKER: &str = "prune";
+/// A name never written: forget and prune delete it to learn whether their key may delete.
+pub const DELETE_PROBE: &str = "delete-probe";
 
 /// `data/<first two hex digits>/<id>`.
 pub fn pack(id: &PackId) -> String {

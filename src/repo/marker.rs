@@ -153,6 +153,16 @@ impl Repository {
         })
     }
 
+    /// Fail at once, naming the missing right, when the repository's key may not delete:
+    /// deleting an object that does not exist costs one request and changes nothing.
+    pub fn require_delete_right(&self, command: &'static str) -> Result<()> {
+        match self.backend().delete(layout::DELETE_PROBE) {
+            Err(e) if e.is_permission_denied() => Err(Error::NoDeleteRight(command, e.to_string())),
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Remove a stale prune marker (any with `all`) and the lock objects format 1 left;
     /// returns how many objects were removed.
     pub fn unlock(&self, all: bool) -> Result<usize> {

@@ -240,3 +240,25 @@ pub fn assert_same_tree(src: &Path, dst: &Path) {
         .unwrap();
     assert!(d.status.success(), "diff -r: {}", String::from_utf8_lossy(&d.stdout));
 }
+
+/// A small seeded generator (xorshift) for randomised tests that name their seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, zero included).
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        (!v.is_empty()).then(|| &v[self.below(v.len())])
+    }
+}

@@ -154,6 +154,9 @@ pub fn run(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<ForgetReport> {
     repo.require_writable_format()?;
+    if !opts.dry_run {
+        repo.require_delete_right("forget")?;
+    }
     // One listing serves the explicit ids and the rules (and warns about damage once).
     let scan = repo.scan_snapshots()?;
     scan.warn();

@@ -126,7 +126,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) 
     repo.require_writable_format()?;
     let marker = match opts.dry_run {
         true => None,
-        false => Some(repo.take_prune_marker()?),
+        false => {
+            repo.require_delete_right("prune")?;
+            Some(repo.take_prune_marker()?)
+        }
     };
     let plan = plan::plan(repo, opts, log)?;
     match marker {
