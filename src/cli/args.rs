@@ -89,6 +89,9 @@ pub enum Command {
     Forget(cmd::forget::ForgetArgs),
     /// Delete data no snapshot refers to, repacking partly used packs
     Prune(PruneArgs),
+    /// Repair a damaged repository: `index` from the packs' headers, `snapshots` marking what is gone
+    #[command(subcommand)]
+    Repair(cmd::repair::RepairCommand),
     /// Remove stale locks (of processes gone from this host, or not refreshed for 30 minutes)
     Unlock(cmd::unlock::UnlockArgs),
     /// Manage the passwords (keys) that open the repository

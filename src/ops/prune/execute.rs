@@ -14,9 +14,6 @@ use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
-/// Blobs per written index file.
-const INDEX_FILE_BLOBS: usize = 50_000;
-
 pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
     let mut rep = plan.report;
     rep.temp_packs_removed = repo.backend().remove_stale_spools()?;
@@ -38,9 +35,7 @@ pub fn execute(repo: &Repository, plan: Plan, log: &(dyn Fn(&str) + Sync)) -> Re
     repo.backend().barrier()?;
 
     log("removing old index files");
-    plan.index_names
-        .par_iter()
-        .try_for_each(|n| ignore_gone(repo.backend().delete(&layout::in_dir(layout::INDEX, n))))?;
+    repo.delete_index_files(&plan.index_names)?;
     rep.index_files_removed = plan.index_names.len();
     repo.backend().barrier()?;
 
@@ -76,21 +71,7 @@ fn write_index(
         }
     }
     keep_packs.extend(new);
-    let (mut out, mut blobs, mut written) = (IndexFile::default(), 0, 0);
-    for p in keep_packs {
-        blobs += p.blobs.len();
-        out.packs.push(p);
-        if blobs >= INDEX_FILE_BLOBS {
-            repo.save_index(&std::mem::take(&mut out))?;
-            written += 1;
-            blobs = 0;
-        }
-    }
-    if !out.packs.is_empty() {
-        repo.save_index(&out)?;
-        written += 1;
-    }
-    Ok(written)
+    Ok(repo.save_index_packs(keep_packs)?.len())
 }
 
 fn ignore_gone(r: std::result::Result<(), crate::backends::BackendError>) -> Result<()> {
