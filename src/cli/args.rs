@@ -89,6 +89,9 @@ pub enum Command {
     Forget(cmd::forget::ForgetArgs),
     /// Delete data no snapshot refers to, repacking partly used packs
     Prune(PruneArgs),
+    /// Repair a damaged repository: `index` from the packs' headers, `snapshots` marking what is gone
+    #[command(subcommand)]
+    Repair(cmd::repair::RepairCommand),
     /// Remove a stale prune marker (of a prune gone from this machine, or not refreshed for 30 minutes)
     Unlock(cmd::unlock::UnlockArgs),
     /// Upgrade a format-1 repository to format 2 (lock-free backups, two-phase prune)

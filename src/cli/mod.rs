@@ -102,6 +102,7 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Check(a) => cmd::check::run(cli, a),
         Command::Forget(a) => cmd::forget::run(cli, a),
         Command::Prune(a) => cmd::prune::run(cli, a),
+        Command::Repair(c) => cmd::repair::run(cli, c),
         Command::Unlock(a) => cmd::unlock::run(cli, a),
         Command::Migrate => cmd::unlock::migrate(cli),
         Command::Key(c) => cmd::key::run(cli, c),

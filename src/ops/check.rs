@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::layout;
-use crate::format::pack::{decode_sealed_header, header_len};
+use crate::format::pack::decode_sealed_header;
 use crate::format::tree::NodeKind;
 use crate::ids::{PackId, TreeId};
 use crate::repo::index::Index;
@@ -116,9 +116,11 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
     let path = layout::pack(id);
     let corrupt = |reason: String| Error::corrupt(&path, reason);
     let size = repo.backend().size(&path)?;
-    let (tail_start, tail, area) = read_tail(repo, &path, size)?;
-    let header = &tail[(area - tail_start) as usize..tail.len() - 4];
-    let mut entries = decode_sealed_header(repo.key(), header, area as usize).map_err(|e| corrupt(e.to_string()))?;
+    // The pack is read whole anyway: a large first tail read usually holds the whole header.
+    let tail = repo.read_pack_tail(&path, size, 256 << 10)?;
+    let area = tail.area;
+    let mut entries =
+        decode_sealed_header(repo.key(), tail.header(), area as usize).map_err(|e| corrupt(e.to_string()))?;
     entries.sort_by_key(|e| e.offset);
     let mut hasher = blake3::Hasher::new();
     repo.read_pack_blobs(
@@ -134,60 +136,9 @@ fn read_pack(repo: &Repository, index: &Index, id: &PackId) -> Result<()> {
             None => Err(corrupt(format!("blob {} is not indexed", entries[i].id.short()))),
         },
     )?;
-    hasher.update(&tail[(area - tail_start) as usize..]);
+    hasher.update(tail.after_area());
     if hasher.finalize().as_bytes() != &id.0 {
         return Err(corrupt("content does not match its name (hash mismatch)".into()));
     }
     Ok(())
-}
-
-/// The end of a pack of `size` bytes holding at least its header and length field:
-/// `(where it starts, its bytes, where the header starts)`. The tail usually holds the whole
-/// header; more is fetched if it does not. Replies are checked against what was asked for.
-fn read_tail(repo: &Repository, path: &str, size: u64) -> Result<(u64, Vec<u8>, u64)> {
-    let corrupt = |reason: String| Error::corrupt(path, reason);
-    if size < 4 {
-        return Err(corrupt("shorter than its length field".into()));
-    }
-    let fetch = |start: u64| -> Result<Vec<u8>> {
-        let tail = repo.backend().get_range(path, start, size - start)?;
-        check_reply(&tail, size - start).map_err(corrupt)?;
-        Ok(tail)
-    };
-    let mut tail_start = size.saturating_sub(256 << 10);
-    let mut tail = fetch(tail_start)?;
-    let hlen = header_len(&tail[tail.len() - 4..]).map_err(|e| corrupt(e.to_string()))? as u64;
-    if hlen + 4 > size {
-        return Err(corrupt(format!("header length {hlen} exceeds pack size")));
-    }
-    let area = size - 4 - hlen;
-    if area < tail_start {
-        tail_start = area;
-        tail = fetch(tail_start)?;
-    }
-    Ok((tail_start, tail, area))
-}
-
-/// A backend reply must be as long as the range asked for (its size was listed before).
-fn check_reply(reply: &[u8], asked: u64) -> std::result::Result<(), String> {
-    match reply.len() as u64 == asked {
-        true => Ok(()),
-        false => Err(format!(
-            "read {} bytes where {asked} were expected (truncated or changed while read)",
-            reply.len()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_replies_are_named_not_sliced() {
-        assert!(check_reply(&[0; 10], 10).is_ok());
-        let e = check_reply(&[0; 3], 10).unwrap_err();
-        assert!(e.contains("read 3 bytes where 10 were expected"), "{e}");
-        assert!(check_reply(&[], 4).is_err());
-    }
 }

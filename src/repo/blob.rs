@@ -29,6 +29,22 @@ impl Repository {
         self.open_blob(&path, id, loc.compressed, loc.raw_length, &sealed)
     }
 
+    /// One blob ready for the pack writer: compressed at the configured level when that makes
+    /// it strictly shorter (`docs/FORMAT.md` §5), then sealed. For the few blobs an operation
+    /// other than backup writes (repaired trees); backup keeps its own reused zstd contexts.
+    pub fn seal_blob(&self, kind: pack::BlobKind, plain: &[u8]) -> pack::SealedBlob {
+        let packed = zstd::bulk::compress(plain, self.config.compression)
+            .ok()
+            .filter(|c| c.len() < plain.len());
+        pack::SealedBlob {
+            id: self.key.blob_id(plain),
+            kind,
+            sealed: self.key.seal(packed.as_deref().unwrap_or(plain)),
+            raw_length: plain.len() as u32,
+            compressed: packed.is_some(),
+        }
+    }
+
     /// Authenticate, decompress and hash-check one sealed blob; `sealed` is left as it is.
     pub fn open_blob(&self, pack: &str, id: &BlobId, compressed: bool, raw_len: u32, sealed: &[u8]) -> Result<Vec<u8>> {
         let mut copy = sealed.to_vec();

@@ -14,6 +14,34 @@ use crate::format::pack::BlobKind;
 use crate::ids::{AnyBlobId, BlobId, PackId};
 use std::collections::HashMap;
 
+/// Blobs per index file when the whole index is rewritten (prune, `repair index`).
+pub const INDEX_FILE_BLOBS: usize = 50_000;
+
+/// `packs`, in order, as index files of about [`INDEX_FILE_BLOBS`] blobs each.
+// `..Default::default()`: fields are being added to `IndexFile`, which these files leave empty.
+#[allow(clippy::needless_update)]
+pub fn index_files(packs: Vec<IndexPack>) -> Vec<IndexFile> {
+    let (mut files, mut current, mut blobs) = (Vec::new(), Vec::new(), 0);
+    for p in packs {
+        blobs += p.blobs.len();
+        current.push(p);
+        if blobs >= INDEX_FILE_BLOBS {
+            files.push(std::mem::take(&mut current));
+            blobs = 0;
+        }
+    }
+    if !current.is_empty() {
+        files.push(current);
+    }
+    files
+        .into_iter()
+        .map(|packs| IndexFile {
+            packs,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Where a blob lives. `pack` indexes [`Index::packs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {

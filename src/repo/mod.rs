@@ -26,7 +26,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::ids::{AnyBlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cache::Cache;
-use index::{Index, IndexBuilder, IndexFile};
+use index::{Index, IndexBuilder, IndexFile, IndexPack};
 use rayon::prelude::*;
 
 /// An opened repository: the backend, the master key, the config and, if enabled, the local
@@ -196,6 +196,22 @@ impl Repository {
         let id = IndexId(*blake3::hash(&sealed).as_bytes());
         self.put_content_addressed(&layout::index(&id), sealed)?;
         Ok(id)
+    }
+
+    /// Store `packs` as new index files (see [`index::index_files`]); the ids written. The
+    /// caller deletes the old files, after a barrier, only once this returned.
+    pub fn save_index_packs(&self, packs: Vec<IndexPack>) -> Result<Vec<IndexId>> {
+        index::index_files(packs).iter().map(|f| self.save_index(f)).collect()
+    }
+
+    /// Delete the index files `names` (as listed), in parallel; one already gone is no error.
+    pub fn delete_index_files(&self, names: &[String]) -> Result<()> {
+        names
+            .par_iter()
+            .try_for_each(|n| match self.backend.delete(&layout::in_dir(layout::INDEX, n)) {
+                Err(e) if !e.is_not_found() => Err(e.into()),
+                _ => Ok(()),
+            })
     }
 
     // ---- trees ----

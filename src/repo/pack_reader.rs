@@ -1,14 +1,17 @@
 //! The pack reader, used by restore and `check --read-data`: the blobs wanted from one pack
 //! are read in windows of at most [`READ_WINDOW`] bytes (a single larger blob alone) into one
 //! reused buffer per thread, and each blob is opened in place there, so reading allocates
-//! nothing per blob or per window.
+//! nothing per blob or per window. A pack's tail (its header and length field) is read with
+//! ranged reads from its end ([`Repository::read_pack_tail`]), for `check --read-data` and
+//! for `repair index`, which reads nothing else.
 //!
 //! Every reply is checked against the length asked for before it is sliced: a short reply
 //! (a truncated pack, a misbehaving server) is a named corruption error, never a panic.
 
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::format::{layout, pack::BlobEntry};
+use crate::format::layout;
+use crate::format::pack::{decode_sealed_header, header_len, BlobEntry};
 use crate::ids::PackId;
 
 /// Largest byte range of a pack that restore and `check --read-data` read at once; blobs
@@ -110,10 +113,92 @@ impl Repository {
     }
 }
 
+/// The end of a pack: at least its sealed header and length field.
+pub struct PackTail {
+    /// Where in the pack `bytes` start.
+    pub start: u64,
+    pub bytes: Vec<u8>,
+    /// Where the sealed header starts: the size of the blob area.
+    pub area: u64,
+}
+
+impl PackTail {
+    /// The sealed header (without the length field).
+    pub fn header(&self) -> &[u8] {
+        &self.bytes[(self.area - self.start) as usize..self.bytes.len() - 4]
+    }
+    /// The header and the length field: the bytes after the blob area.
+    pub fn after_area(&self) -> &[u8] {
+        &self.bytes[(self.area - self.start) as usize..]
+    }
+}
+
+impl Repository {
+    /// The tail of pack `path` of `size` bytes, read from its end: first the last `guess`
+    /// bytes, then, if the header is longer, from where it starts. A header length past the
+    /// pack's start is a named corruption error.
+    pub fn read_pack_tail(&self, path: &str, size: u64, guess: u64) -> Result<PackTail> {
+        let corrupt = |reason: String| Error::corrupt(path, reason);
+        if size < 4 {
+            return Err(corrupt("shorter than its length field".into()));
+        }
+        let fetch = |start: u64| -> Result<Vec<u8>> {
+            let tail = self.backend().get_range(path, start, size - start)?;
+            check_reply(&tail, size - start).map_err(corrupt)?;
+            Ok(tail)
+        };
+        let mut start = size.saturating_sub(guess.max(4));
+        let mut bytes = fetch(start)?;
+        let hlen = header_len(&bytes[bytes.len() - 4..]).map_err(|e| corrupt(e.to_string()))? as u64;
+        if hlen + 4 > size {
+            return Err(corrupt(format!("header length {hlen} exceeds pack size")));
+        }
+        let area = size - 4 - hlen;
+        if area < start {
+            start = area;
+            bytes = fetch(start)?;
+        }
+        Ok(PackTail { start, bytes, area })
+    }
+
+    /// The header entries of pack `id`, read with ranged reads of its tail only (a stat, then
+    /// usually one read of a few KiB); the header must authenticate and decode, and its
+    /// entries lie within the blob area.
+    pub fn read_pack_header(&self, id: &PackId) -> Result<Vec<BlobEntry>> {
+        let path = layout::pack(id);
+        let size = self.backend().size(&path)?;
+        let tail = self.read_pack_tail(&path, size, HEADER_GUESS)?;
+        decode_sealed_header(self.key(), tail.header(), tail.area as usize).map_err(|e| Error::corrupt(&path, e))
+    }
+}
+
+/// Bytes read from a pack's end when only its header is wanted: a data pack's header is a
+/// few dozen entries of ~45 bytes; a tree pack's may be longer and takes a second read.
+const HEADER_GUESS: u64 = 16 << 10;
+
+/// A backend reply must be as long as the range asked for (its size was listed before).
+fn check_reply(reply: &[u8], asked: u64) -> std::result::Result<(), String> {
+    match reply.len() as u64 == asked {
+        true => Ok(()),
+        false => Err(format!(
+            "read {} bytes where {asked} were expected (truncated or changed while read)",
+            reply.len()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::pack::BlobKind;
+
+    #[test]
+    fn short_replies_are_named_not_sliced() {
+        assert!(check_reply(&[0; 10], 10).is_ok());
+        let e = check_reply(&[0; 3], 10).unwrap_err();
+        assert!(e.contains("read 3 bytes where 10 were expected"), "{e}");
+        assert!(check_reply(&[], 4).is_err());
+    }
     use crate::ids::BlobId;
 
     fn blob(offset: u32, length: u32) -> BlobEntry {

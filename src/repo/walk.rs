@@ -6,10 +6,14 @@
 //!   walked (its seen set: `check`'s hash set, prune's mark bits); `visit` sees each walked
 //!   tree, or its load error, which the caller may keep (check) or return (prune).
 //! - [`Repository::walk_paths`]: depth first by path below one tree, for restore and `ls`.
+//! - [`fold_tree`]: depth first and bottom up, each directory's entries folded into one
+//!   result after its subdirectories' (`repair snapshots` rebuilds trees this way); the
+//!   caller loads the subtrees it descends into.
 //!
-//! Neither keeps a tree after its visit: memory holds one level (by ids) or the pending
-//! directories (by path and id), never a whole snapshot's trees. Neither recurses on the
-//! stack, so a snapshot of any depth walks (issue 11: 550 levels overflowed a thread's stack).
+//! None keeps a tree after its visit: memory holds one level (by ids), the pending
+//! directories (by path and id) or the trees on the path from the root, never a whole
+//! snapshot's trees. None recurses on the stack, so a snapshot of any depth walks (issue 11:
+//! 550 levels overflowed a thread's stack).
 
 use super::index::Index;
 use super::Repository;
@@ -29,6 +33,65 @@ pub enum Order {
     Sequential,
     /// The entries of a directory in parallel; each entry is visited before its subtree.
     Parallel,
+}
+
+/// What a [`TreeFold`] makes of one entry.
+pub enum Visit<T> {
+    /// The entry's result, without descending.
+    Done(T),
+    /// Descend into this (loaded) tree: its entries are folded, then
+    /// [`TreeFold::finish`] gives the entry's result.
+    Descend(Tree),
+}
+
+/// The caller's side of a [`fold_tree`]. `dir` is the path of names from the root to the
+/// directory concerned.
+pub trait TreeFold {
+    type Out;
+    /// One entry of directory `dir`.
+    fn entry(&mut self, dir: &[Vec<u8>], node: &Node) -> Result<Visit<Self::Out>>;
+    /// All entries of directory `dir` are folded (`outs`, in the tree's order): the result of
+    /// its node `node`, which is `None` for the root.
+    fn finish(&mut self, dir: &[Vec<u8>], node: Option<Node>, outs: Vec<Self::Out>) -> Result<Self::Out>;
+}
+
+/// Fold the tree `root` bottom up (see [`TreeFold`]), with a stack of its own: one frame per
+/// directory on the current path, so any depth folds.
+pub fn fold_tree<F: TreeFold>(root: Tree, f: &mut F) -> Result<F::Out> {
+    struct Frame<T> {
+        node: Option<Node>,
+        nodes: std::vec::IntoIter<Node>,
+        outs: Vec<T>,
+    }
+    let frame = |node, tree: Tree| Frame {
+        node,
+        nodes: tree.nodes.into_iter(),
+        outs: Vec::new(),
+    };
+    let mut stack = vec![frame(None, root)];
+    let mut dir: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let top = stack.last_mut().expect("the root frame is popped last");
+        if let Some(node) = top.nodes.next() {
+            match f.entry(&dir, &node)? {
+                Visit::Done(out) => top.outs.push(out),
+                Visit::Descend(tree) => {
+                    dir.push(node.name.clone());
+                    stack.push(frame(Some(node), tree));
+                }
+            }
+            continue;
+        }
+        let done = stack.pop().expect("non-empty");
+        let out = f.finish(&dir, done.node, done.outs)?;
+        match stack.last_mut() {
+            None => return Ok(out),
+            Some(parent) => {
+                dir.pop();
+                parent.outs.push(out);
+            }
+        }
+    }
 }
 
 impl Repository {

@@ -201,6 +201,18 @@ pub fn xattr_dump(root: &Path) -> String {
     ))
 }
 
+/// `diff -r` of two trees, leaving the special files to find and rsync.
+pub const DIFF_ARGS: [&str; 8] = [
+    "-r",
+    "--no-dereference",
+    "-x",
+    "fifo",
+    "-x",
+    "null-dev",
+    "-x",
+    "blk-dev",
+];
+
 pub fn assert_same_tree(src: &Path, dst: &Path) {
     // Metadata first: reading file contents (diff, rsync) would update atimes.
     let (a, b) = (listing(src), listing(dst));
@@ -223,21 +235,7 @@ pub fn assert_same_tree(src: &Path, dst: &Path) {
         dst.display()
     ));
     assert!(rs.trim().is_empty(), "rsync sees differences:\n{rs}");
-    let d = Command::new("diff")
-        .args([
-            "-r",
-            "--no-dereference",
-            "-x",
-            "fifo",
-            "-x",
-            "null-dev",
-            "-x",
-            "blk-dev",
-        ])
-        .arg(src)
-        .arg(dst)
-        .output()
-        .unwrap();
+    let d = Command::new("diff").args(DIFF_ARGS).arg(src).arg(dst).output().unwrap();
     assert!(d.status.success(), "diff -r: {}", String::from_utf8_lossy(&d.stdout));
 }
 

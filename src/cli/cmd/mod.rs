@@ -10,6 +10,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshot_backup;
 pub mod snapshots;
