@@ -147,3 +147,44 @@ fn empty_new_passwords_refused_and_passwd_keeps_the_parameters() {
     }
     .ok(&["snapshots"]);
 }
+
+/// The issue's attack (issue 12): a data blob whose plaintext an attacker chose (a file they
+/// got backed up) copied over `config`, or planted as a snapshot, is refused; a key file pins
+/// the config it was made for.
+#[test]
+fn a_sealed_object_cannot_stand_in_for_another_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    let loc = pbak::backends::Location::parse(p.repo.to_str().unwrap()).unwrap();
+    let backend = pbak::backends::Backend::open(&loc, false).unwrap();
+    let repo = pbak::repo::Repository::open(backend, p.password.as_bytes()).unwrap();
+    let original = fs::read(p.repo.join("config")).unwrap();
+    // What a backed-up file's blob is: the plaintext sealed as a blob.
+    let mut evil = pbak::format::config::Config::new();
+    evil.pack_size = 1 << 30;
+    let as_blob = repo.key().seal(&evil.encode());
+    fs::write(p.repo.join("config"), &as_blob).unwrap();
+    let o = p.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("config is corrupt") && stderr(&o).contains("replaced"),
+        "{}",
+        stderr(&o)
+    );
+    // Even a config properly sealed as one, but not the one the key file pins, is refused.
+    let other = repo.key().seal_as(pbak::format::crypto::Kind::Config, &evil.encode());
+    fs::write(p.repo.join("config"), &other).unwrap();
+    let o = p.run(&["snapshots"]);
+    assert!(stderr(&o).contains("not the config"), "{}", stderr(&o));
+    fs::write(p.repo.join("config"), &original).unwrap();
+    // A blob planted as a snapshot is a damaged snapshot, skipped and named, never listed.
+    fs::create_dir_all(p.repo.join("snapshots")).unwrap();
+    let planted = repo.key().seal(b"{}");
+    let name = blake3::hash(&planted).to_hex().to_string();
+    fs::write(p.repo.join("snapshots").join(&name), &planted).unwrap();
+    let o = p.run(&["snapshots", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&name[..8]), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+}

@@ -60,7 +60,7 @@ fn main() {
         t_cost: 1,
         p_cost: 1,
     };
-    let kf = KeyFile::create(&MasterKey::generate(), b"pw", cheap, "host", "user").expect("key file");
+    let kf = KeyFile::create(&MasterKey::generate(), b"pw", cheap, "host", "user", &[5; 32]).expect("key file");
     write("keyfile", "valid", &kf.encode());
 
     write("config", "valid", &Config::new().encode());

@@ -18,6 +18,10 @@ pub struct Config {
     pub pack_size: u32,
     /// zstd level for data and tree blobs.
     pub compression: i32,
+    /// Format 2 upgraded from format 1 by `pbak migrate`: objects sealed without a kind
+    /// (docs/FORMAT.md §3) are still accepted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_objects: bool,
 }
 
 impl Config {
@@ -30,6 +34,7 @@ impl Config {
             chunker: ChunkerParams::default(),
             pack_size: 16 << 20,
             compression: 3,
+            legacy_objects: false,
         }
     }
 

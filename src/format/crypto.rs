@@ -2,6 +2,14 @@
 //! XChaCha20-Poly1305 under a key derived from the master secret; nothing read from the
 //! backend is used before `open` authenticated it. Key material is zeroized on drop and
 //! nonces are drawn fresh from the OS for every seal, never reused or copied.
+//!
+//! Format 2 binds every sealed object that is not a blob to its kind ([`Kind`], the AEAD's
+//! associated data), so that no sealed object can stand in for one of another kind: a data
+//! blob whose plaintext an attacker chose cannot pass for the config, a snapshot, an index
+//! file, a pack header or the prune marker. Blobs need no binding: a blob is accepted only if
+//! its plaintext hashes (keyed) to the id its tree or index names. Objects a format-1 pbak
+//! wrote carry no binding; a key for a format-1 or migrated repository accepts those too
+//! ([`MasterKey::accept_unbound`]).
 
 use crate::ids::BlobId;
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
@@ -19,6 +27,30 @@ pub struct MasterKey {
     secret: [u8; 32],
     enc: [u8; 32],
     id: [u8; 32],
+    /// Also open objects sealed without a kind (format 1).
+    unbound: bool,
+}
+
+/// What a sealed object is: its associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Config,
+    Index,
+    Snapshot,
+    PackHeader,
+    PruneMarker,
+}
+
+impl Kind {
+    fn ad(self) -> &'static [u8] {
+        match self {
+            Kind::Config => b"pbak config",
+            Kind::Index => b"pbak index",
+            Kind::Snapshot => b"pbak snapshot",
+            Kind::PackHeader => b"pbak pack header",
+            Kind::PruneMarker => b"pbak prune marker",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +71,7 @@ impl MasterKey {
             secret: *secret,
             enc: blake3::derive_key("pbak 2026-11 object encryption v1", secret),
             id: blake3::derive_key("pbak 2026-11 blob id v1", secret),
+            unbound: false,
         }
     }
 
@@ -57,12 +90,33 @@ impl MasterKey {
         u64::from_le_bytes(k[..8].try_into().expect("8 bytes"))
     }
 
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        seal_with(&self.enc, plaintext)
+    /// Also accept objects sealed without a kind (a format-1 or migrated repository).
+    pub fn accept_unbound(&mut self, yes: bool) {
+        self.unbound = yes;
     }
 
+    /// Seal a blob (bound to nothing: its id binds it).
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        seal_ad(&self.enc, plaintext, b"")
+    }
+
+    /// Open a blob.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
-        open_with(&self.enc, sealed)
+        open_ad(&self.enc, sealed, b"")
+    }
+
+    /// Seal an object of `kind`.
+    pub fn seal_as(&self, kind: Kind, plaintext: &[u8]) -> Vec<u8> {
+        seal_ad(&self.enc, plaintext, kind.ad())
+    }
+
+    /// Open an object of `kind`: only one sealed as that kind (or, where accepted, one sealed
+    /// by format 1 without a kind).
+    pub fn open_as(&self, kind: Kind, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+        match open_ad(&self.enc, sealed, kind.ad()) {
+            Err(_) if self.unbound => open_ad(&self.enc, sealed, b""),
+            r => r,
+        }
     }
 
     /// Authenticate and decrypt `sealed` where it lies; returns the plaintext part of it.
@@ -84,6 +138,11 @@ impl MasterKey {
 /// `nonce || ciphertext || tag` under `key`, built in one exactly sized buffer: the
 /// plaintext is copied once and encrypted where it lands.
 pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    seal_ad(key, plaintext, b"")
+}
+
+/// [`seal_with`] with associated data `ad` (authenticated, not stored).
+pub fn seal_ad(key: &[u8; 32], plaintext: &[u8], ad: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
     out.resize(NONCE_LEN, 0);
@@ -91,19 +150,27 @@ pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     out.extend_from_slice(plaintext);
     let (nonce, body) = out.split_at_mut(NONCE_LEN);
     let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), b"", body)
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, body)
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     out.extend_from_slice(&tag);
     out
 }
 
 pub fn open_with(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+    open_ad(key, sealed, b"")
+}
+
+/// [`open_with`] with associated data `ad`.
+pub fn open_ad(key: &[u8; 32], sealed: &[u8], ad: &[u8]) -> Result<Vec<u8>, AuthError> {
     if sealed.len() < OVERHEAD {
         return Err(AuthError);
     }
     let cipher = XChaCha20Poly1305::new(key.into());
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher.decrypt(XNonce::from_slice(nonce), ct).map_err(|_| AuthError)
+    let payload = chacha20poly1305::aead::Payload { msg: ct, aad: ad };
+    cipher
+        .decrypt(XNonce::from_slice(nonce), payload)
+        .map_err(|_| AuthError)
 }
 
 pub fn random(buf: &mut [u8]) {
@@ -125,6 +192,22 @@ mod tests {
         assert!(k.open(&bad).is_err());
         assert!(MasterKey::generate().open(&s).is_err());
         assert_ne!(k.seal(b"hello"), s, "nonces must differ");
+    }
+
+    #[test]
+    fn an_object_opens_only_as_its_own_kind() {
+        let mut k = MasterKey::generate();
+        let s = k.seal_as(Kind::Snapshot, b"snap");
+        assert_eq!(k.open_as(Kind::Snapshot, &s).unwrap(), b"snap");
+        for other in [Kind::Config, Kind::Index, Kind::PackHeader, Kind::PruneMarker] {
+            assert!(k.open_as(other, &s).is_err(), "{other:?}");
+        }
+        assert!(k.open(&s).is_err(), "not as a blob either");
+        // A blob (bound to nothing) passes for no kind, unless format-1 objects are accepted.
+        let blob = k.seal(b"attacker's file");
+        assert!(k.open_as(Kind::Config, &blob).is_err());
+        k.accept_unbound(true);
+        assert_eq!(k.open_as(Kind::Config, &blob).unwrap(), b"attacker's file");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! it by then (docs/FORMAT.md, "Two-phase prune"). A pack listed live in any index file is
 //! live, whatever another file's mark says.
 
-use super::crypto::MasterKey;
+use super::crypto::{Kind, MasterKey};
 use super::pack::BlobEntry;
 use super::FormatError;
 use crate::ids::PackId;
@@ -52,10 +52,10 @@ struct IndexFileV1 {
 
 impl IndexFile {
     pub fn encode(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&postcard::to_stdvec(self).expect("index serializes"))
+        key.seal_as(Kind::Index, &postcard::to_stdvec(self).expect("index serializes"))
     }
     pub fn decode(key: &MasterKey, sealed: &[u8]) -> Result<IndexFile, FormatError> {
-        let plain = key.open(sealed)?;
+        let plain = key.open_as(Kind::Index, sealed)?;
         // A format-1 file ends after its packs; a format-2 file always has the marked list.
         let f: IndexFile = match postcard::from_bytes(&plain) {
             Ok(f) => f,
@@ -92,7 +92,9 @@ mod tests {
 
     #[test]
     fn format_1_files_decode_without_marks() {
-        let key = MasterKey::from_secret(&[3; 32]);
+        let mut key = MasterKey::from_secret(&[3; 32]);
+        // Format-1 objects carry no kind: only a key for a format-1 repository opens them.
+        key.accept_unbound(true);
         let packs = vec![IndexPack {
             id: PackId([9; 32]),
             blobs: Vec::new(),

@@ -4,7 +4,7 @@
 //! [`MAX_MEMORY_KIB`] and [`MAX_PASSES`] passes, not 4 GiB and minutes; a file that does not
 //! decode is [`KeyFileError::Malformed`], never a wrong password.
 
-use super::crypto::{open_with, random, seal_with, MasterKey, OVERHEAD};
+use super::crypto::{open_ad, random, seal_ad, MasterKey, OVERHEAD};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 use zeroize::Zeroizing;
@@ -85,6 +85,18 @@ pub struct KeyFile {
     pub salt: String,
     /// Hex of the sealed 32-byte master secret.
     pub data: String,
+    /// Version 2: hex of the BLAKE3 of the sealed `config` object this key opens. It is
+    /// authenticated with the secret (associated data), so a replaced config is detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+/// The associated data that pins a sealed secret to a config (none for version 1).
+fn pin_ad(config: Option<&[u8; 32]>) -> Vec<u8> {
+    match config {
+        Some(h) => [&b"pbak key for config "[..], &h[..]].concat(),
+        None => Vec::new(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,31 +122,35 @@ fn derive(password: &[u8], salt: &[u8], p: &KdfParams) -> Result<Zeroizing<[u8; 
 }
 
 impl KeyFile {
+    /// A key file for `master`, pinned to the sealed config whose BLAKE3 is `config`.
     pub fn create(
         master: &MasterKey,
         password: &[u8],
         params: KdfParams,
         host: &str,
         user: &str,
+        config: &[u8; 32],
     ) -> Result<KeyFile, KeyFileError> {
         let mut salt = [0u8; 16];
         random(&mut salt);
         let k = derive(password, &salt, &params)?;
         Ok(KeyFile {
-            version: 1,
+            version: 2,
             created: chrono::Utc::now().to_rfc3339(),
             host: host.into(),
             user: user.into(),
             kdf: "argon2id".into(),
             params,
             salt: hex::encode(salt),
-            data: hex::encode(seal_with(&k, master.secret())),
+            data: hex::encode(seal_ad(&k, master.secret(), &pin_ad(Some(config)))),
+            config: Some(hex::encode(config)),
         })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
         let kf: KeyFile = serde_json::from_slice(bytes).map_err(|e| KeyFileError::Malformed(e.to_string()))?;
-        if kf.version != 1 || kf.kdf != "argon2id" {
+        let pinned = kf.config.is_some();
+        if !matches!((kf.version, pinned), (1, false) | (2, true)) || kf.kdf != "argon2id" {
             return Err(KeyFileError::Malformed(format!(
                 "unknown key version {} / kdf {}",
                 kf.version, kf.kdf
@@ -142,6 +158,7 @@ impl KeyFile {
         }
         kf.params.check().map_err(KeyFileError::Malformed)?;
         let (salt, sealed) = kf.raw()?;
+        kf.pin()?;
         if salt.len() != 16 || sealed.len() != SEALED_SECRET {
             return Err(KeyFileError::Malformed(format!(
                 "salt of {} bytes and sealed secret of {} (expected 16 and {SEALED_SECRET})",
@@ -160,6 +177,16 @@ impl KeyFile {
         Ok((salt, sealed))
     }
 
+    /// The config hash this key is pinned to (version 2), from hex.
+    pub fn pin(&self) -> Result<Option<[u8; 32]>, KeyFileError> {
+        let Some(h) = &self.config else { return Ok(None) };
+        let bytes = hex::decode(h).map_err(|e| KeyFileError::Malformed(format!("config is not hex: {e}")))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyFileError::Malformed("config pin is not 32 bytes".into()))?;
+        Ok(Some(arr))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("key file serializes")
     }
@@ -170,7 +197,8 @@ impl KeyFile {
         self.params.check().map_err(KeyFileError::Malformed)?;
         let (salt, sealed) = self.raw()?;
         let k = derive(password, &salt, &self.params)?;
-        let secret = Zeroizing::new(open_with(&k, &sealed).map_err(|_| KeyFileError::WrongPassword)?);
+        let ad = pin_ad(self.pin()?.as_ref());
+        let secret = Zeroizing::new(open_ad(&k, &sealed, &ad).map_err(|_| KeyFileError::WrongPassword)?);
         if secret.len() != 32 {
             return Err(KeyFileError::Malformed("secret is not 32 bytes".into()));
         }
@@ -213,7 +241,7 @@ mod tests {
     #[test]
     fn truncated_or_empty_files_are_malformed() {
         let m = MasterKey::generate();
-        let bytes = KeyFile::create(&m, b"pw", FAST, "h", "u").unwrap().encode();
+        let bytes = KeyFile::create(&m, b"pw", FAST, "h", "u", &[5; 32]).unwrap().encode();
         for n in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(
                 matches!(KeyFile::decode(&bytes[..n]), Err(KeyFileError::Malformed(_))),
@@ -230,7 +258,7 @@ mod tests {
     #[test]
     fn right_and_wrong_password() {
         let m = MasterKey::generate();
-        let kf = KeyFile::create(&m, b"pw", FAST, "h", "u").unwrap();
+        let kf = KeyFile::create(&m, b"pw", FAST, "h", "u", &[5; 32]).unwrap();
         let back = KeyFile::decode(&kf.encode()).unwrap();
         assert_eq!(back.open(b"pw").unwrap().secret(), m.secret());
         assert!(matches!(back.open(b"nope"), Err(KeyFileError::WrongPassword)));
@@ -239,7 +267,7 @@ mod tests {
     #[test]
     fn hostile_params_rejected() {
         let m = MasterKey::generate();
-        let mut kf = KeyFile::create(&m, b"pw", FAST, "h", "u").unwrap();
+        let mut kf = KeyFile::create(&m, b"pw", FAST, "h", "u", &[5; 32]).unwrap();
         kf.params.m_cost_kib = u32::MAX;
         assert!(KeyFile::decode(&kf.encode()).is_err());
     }

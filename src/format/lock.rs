@@ -2,7 +2,7 @@
 //! under `locks/<id>` for every command; format 2 has one, the prune marker (`prune`), which
 //! only prune writes and reads (`repo::marker`).
 
-use super::crypto::MasterKey;
+use super::crypto::{Kind, MasterKey};
 use super::FormatError;
 use serde::{Deserialize, Serialize};
 
@@ -23,11 +23,11 @@ pub struct LockInfo {
 
 impl LockInfo {
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
-        key.seal(&serde_json::to_vec(self).expect("lock serializes"))
+        key.seal_as(Kind::PruneMarker, &serde_json::to_vec(self).expect("lock serializes"))
     }
 
     pub fn open(key: &MasterKey, sealed: &[u8]) -> Result<LockInfo, FormatError> {
-        Ok(serde_json::from_slice(&key.open(sealed)?)?)
+        Ok(serde_json::from_slice(&key.open_as(Kind::PruneMarker, sealed)?)?)
     }
 
     pub fn describe(&self) -> String {

@@ -5,7 +5,7 @@
 //! This module is the codec only (header entries, the header and its length field); the
 //! pack writer and reader are in `repo::pack_writer` and `repo::pack_reader`.
 
-use super::crypto::{random, MasterKey};
+use super::crypto::{random, Kind, MasterKey};
 use super::FormatError;
 use crate::ids::BlobId;
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,10 @@ pub fn random_below(n: usize) -> usize {
 
 /// The pack's tail: the sealed header listing `entries`, then its length as u32 LE.
 pub fn encode_header(key: &MasterKey, entries: &[BlobEntry]) -> (Vec<u8>, [u8; 4]) {
-    let header = key.seal(&postcard::to_stdvec(entries).expect("header serializes"));
+    let header = key.seal_as(
+        Kind::PackHeader,
+        &postcard::to_stdvec(entries).expect("header serializes"),
+    );
     let len = (header.len() as u32).to_le_bytes();
     (header, len)
 }
@@ -76,7 +79,7 @@ pub fn header_len(last4: &[u8]) -> Result<usize, FormatError> {
 /// Decode a sealed header and check that its blobs lie within the first `blobs_area` bytes.
 pub fn decode_sealed_header(key: &MasterKey, header: &[u8], blobs_area: usize) -> Result<Vec<BlobEntry>, FormatError> {
     let plain = key
-        .open(header)
+        .open_as(Kind::PackHeader, header)
         .map_err(|e| FormatError::Auth(format!("header: {e}")))?;
     let entries: Vec<BlobEntry> =
         postcard::from_bytes(&plain).map_err(|e| FormatError::Decode(format!("header: {e}")))?;

@@ -44,7 +44,8 @@ impl Repository {
 
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
         let (host, user) = host_user();
-        let kf = KeyFile::create(&self.key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
+        let kf = KeyFile::create(&self.key, password, kdf, &host, &user, &self.config_hash)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         let bytes = kf.encode();
         let id = KeyId(*blake3::hash(&bytes).as_bytes());
         self.backend.put(&layout::key(&id), bytes)?;

@@ -20,7 +20,7 @@ use crate::backends::Backend;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::format::config::Config;
-use crate::format::crypto::MasterKey;
+use crate::format::crypto::{Kind, MasterKey};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
@@ -35,6 +35,8 @@ pub struct Repository {
     backend: Backend,
     key: MasterKey,
     config: Config,
+    /// BLAKE3 of the sealed config object (what new key files pin).
+    config_hash: [u8; 32],
     key_id: KeyId,
     cache: Option<Cache>,
 }
@@ -54,6 +56,7 @@ impl Repository {
             backend: self.backend.clone(),
             key: self.key.clone(),
             config: self.config.clone(),
+            config_hash: self.config_hash,
             key_id: self.key_id,
             cache: None,
         }
@@ -103,15 +106,17 @@ impl Repository {
         Ok(self.backend.put(path, sealed)?)
     }
 
-    /// Read and authenticate a sealed object whose name is the BLAKE3 of its bytes.
-    fn get_verified(&self, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
+    /// Read and authenticate a sealed object of `kind` whose name is the BLAKE3 of its bytes.
+    fn get_verified(&self, kind: Kind, path: &str, id: &[u8; 32]) -> Result<Vec<u8>> {
         let sealed = self.get_content_addressed(path, id)?;
-        self.key.open(&sealed).map_err(|e| Error::corrupt(path, e.to_string()))
+        self.key
+            .open_as(kind, &sealed)
+            .map_err(|e| Error::corrupt(path, e.to_string()))
     }
 
-    /// Store a sealed object under `dir/<BLAKE3 of its bytes>`.
-    fn put_sealed(&self, dir: &str, plain: &[u8]) -> Result<[u8; 32]> {
-        let sealed = self.key.seal(plain);
+    /// Store a sealed object of `kind` under `dir/<BLAKE3 of its bytes>`.
+    fn put_sealed(&self, kind: Kind, dir: &str, plain: &[u8]) -> Result<[u8; 32]> {
+        let sealed = self.key.seal_as(kind, plain);
         let id = *blake3::hash(&sealed).as_bytes();
         self.put_content_addressed(&format!("{dir}/{}", hex::encode(id)), sealed)?;
         Ok(id)
@@ -224,12 +229,16 @@ impl Repository {
     // ---- snapshots ----
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        Ok(SnapshotId(self.put_sealed(layout::SNAPSHOTS, &snap.encode())?))
+        Ok(SnapshotId(self.put_sealed(
+            Kind::Snapshot,
+            layout::SNAPSHOTS,
+            &snap.encode(),
+        )?))
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let path = layout::snapshot(id);
-        let plain = self.get_verified(&path, &id.0)?;
+        let plain = self.get_verified(Kind::Snapshot, &path, &id.0)?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(path, e))
     }
 

@@ -5,7 +5,7 @@ use super::{keys, Repository};
 use crate::backends::{Backend, BackendError};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Config};
-use crate::format::crypto::MasterKey;
+use crate::format::crypto::{Kind, MasterKey};
 use crate::format::keyfile::{KdfParams, KeyFile, KeyFileError};
 use crate::format::layout;
 use crate::host::host_user;
@@ -19,15 +19,21 @@ impl Repository {
         }
         let key = MasterKey::generate();
         let (host, user) = host_user();
-        let kf = KeyFile::create(&key, password, kdf, &host, &user).map_err(|e| Error::Usage(e.to_string()))?;
+        // The key file pins the sealed config it opens; the key file is written first (a
+        // store with keys but no config is "not a repository").
+        let config_sealed = key.seal_as(Kind::Config, &config.encode());
+        let config_hash = *blake3::hash(&config_sealed).as_bytes();
+        let kf = KeyFile::create(&key, password, kdf, &host, &user, &config_hash)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         let bytes = kf.encode();
         let key_id = KeyId(*blake3::hash(&bytes).as_bytes());
         backend.put(&layout::key(&key_id), bytes)?;
-        backend.put(layout::CONFIG, key.seal(&config.encode()))?;
+        backend.put(layout::CONFIG, config_sealed)?;
         Ok(Repository {
             backend,
             key,
             config,
+            config_hash,
             key_id,
             cache: None,
         })
@@ -70,7 +76,7 @@ impl Repository {
                 }
             };
             decoded += 1;
-            let key = match kf.open(password) {
+            let mut key = match kf.open(password) {
                 Ok(key) => key,
                 Err(KeyFileError::WrongPassword) => continue,
                 Err(KeyFileError::Malformed(reason)) => {
@@ -79,11 +85,21 @@ impl Repository {
                 }
             };
             warn_malformed(&malformed);
-            let config = open_config(&key, &config_sealed)?;
+            let config_hash = *blake3::hash(&config_sealed).as_bytes();
+            let pin = kf.pin().map_err(|e| Error::corrupt(&name, e))?;
+            if pin.is_some_and(|p| p != config_hash) {
+                return Err(Error::corrupt(
+                    layout::CONFIG,
+                    format!("it is not the config {name} was made for (the object was replaced)"),
+                ));
+            }
+            let config = open_config(&key, &config_sealed, pin.is_some())?;
+            key.accept_unbound(config.version == 1 || config.legacy_objects);
             return Ok(Repository {
                 backend,
                 key,
                 config,
+                config_hash,
                 key_id,
                 cache: None,
             });
@@ -129,9 +145,12 @@ impl Repository {
         }
         let mut config = self.config.clone();
         config.version = config::FORMAT_VERSION;
-        self.backend.put(layout::CONFIG, self.key.seal(&config.encode()))?;
+        config.legacy_objects = true;
+        let sealed = self.key.seal_as(Kind::Config, &config.encode());
+        self.backend.put(layout::CONFIG, sealed.clone())?;
         self.backend.barrier()?;
         self.config = config;
+        self.config_hash = *blake3::hash(&sealed).as_bytes();
         for l in self.backend.list(layout::LOCKS)? {
             let _ = self.backend.delete(&layout::lock(&l));
         }
@@ -140,17 +159,28 @@ impl Repository {
 }
 
 /// The config, opened with the master key: its version is checked before the strict decode,
-/// since a newer format may change fields.
-fn open_config(key: &MasterKey, sealed: &[u8]) -> Result<Config> {
-    let plain = key
-        .open(sealed)
-        .map_err(|_| Error::corrupt("config", "does not authenticate with the master key"))?;
+/// since a newer format may change fields. A config sealed without its kind (format 1) is
+/// accepted only through a key that pins no config, and only as version 1: through such a
+/// key a replaced config can at most make the repository refuse writes.
+fn open_config(key: &MasterKey, sealed: &[u8], pinned: bool) -> Result<Config> {
+    let bad = || Error::corrupt("config", "does not authenticate with the master key");
+    let (plain, bound) = match key.open_as(Kind::Config, sealed) {
+        Ok(p) => (p, true),
+        Err(_) if !pinned => (key.open(sealed).map_err(|_| bad())?, false),
+        Err(_) => return Err(bad()),
+    };
     let version = serde_json::from_slice::<serde_json::Value>(&plain)
         .ok()
         .and_then(|v| v.get("version")?.as_u64())
         .ok_or_else(|| Error::corrupt("config", "no format version"))?;
     if !(1..=config::FORMAT_VERSION as u64).contains(&version) {
         return Err(Error::UnsupportedVersion(version as u32));
+    }
+    if !bound && version != 1 {
+        return Err(Error::corrupt(
+            "config",
+            "a format-2 config must be sealed as one (the object was replaced)",
+        ));
     }
     Config::decode(&plain).map_err(|e| Error::corrupt("config", e))
 }
