@@ -88,6 +88,34 @@ pub fn password_from_command(cmd: &str) -> Result<Password> {
     run_password_command(cmd, PASSWORD_COMMAND_TIMEOUT)
 }
 
+/// SIGKILL every descendant of `pid` (found through `/proc/*/stat`), deepest first.
+fn kill_descendants(pid: u32) {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    for p in found.into_iter().skip(1).rev() {
+        if let Some(pid) = rustix::process::Pid::from_raw(p as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 fn run_password_command(cmd: &str, timeout: Duration) -> Result<Password> {
     let mut c = Command::new("sh");
     c.arg("-c").arg(cmd).env_clear();
@@ -110,6 +138,9 @@ fn run_password_command(cmd: &str, timeout: Duration) -> Result<Password> {
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if start.elapsed() >= timeout => {
+                // The command's own children too (it runs in our process group, so that a
+                // password prompt keeps the terminal): a `sleep` it started must not outlive it.
+                kill_descendants(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::Usage(format!(
@@ -237,6 +268,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("keeps its output open"), "{e}");
+    }
+
+    #[test]
+    fn a_stopped_password_command_leaves_no_child_behind() {
+        let _ = run_password_command("sleep 987.25; echo late", Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
+        let alive = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.windows(6).any(|w| w == b"987.25")));
+        assert!(!alive, "the command's sleep survived it");
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn run_cached(p: &Pbak, cache: &Path, args: &[&str]) -> (String, u64) {
     let o = cached_cmd(p, cache, &a).output().unwrap();
     check_ok(&o, args);
     let b = class_b(&o);
-    (String::from_utf8(o.stdout).unwrap(), b)
+    (String::from_utf8_lossy(&o.stdout).into_owned(), b)
 }
 
 fn check_ok(o: &Output, args: &[&str]) {

@@ -1,6 +1,7 @@
-//! Interleavings (issue 12): seeded runs of two or three concurrent backups from different
-//! host names plus `forget --prune` and `prune` with short grace periods, one process of each
-//! run killed with SIGKILL at a random point in half of the runs. After every run `check`
+//! Interleavings and kills (issue 12): seeded runs of two or three concurrent backups from
+//! different host names plus `forget --prune`, and `prune` with short grace periods or
+//! `repair index`, one process of each run killed with SIGKILL at a random point in half of
+//! the runs. After every run `check`
 //! finds no error, and every snapshot a backup reported written restores identical to what it
 //! backed up (while it exists). At the end a prune with no grace period leaves no leftovers.
 //!
@@ -75,11 +76,16 @@ fn run_once(p: &Pbak, root: &Path, seed: u64, written: &mut HashMap<String, Path
         child: spawn(p, &forget),
         expect: None,
     });
-    if rng.below(2) == 0 {
-        let child = spawn(p, &["-q", "prune", "--delete-after", grace]);
+    // A second prune (refused while the first holds the marker), or an index rebuild.
+    let extra: Option<(&str, Vec<&str>)> = match rng.below(4) {
+        0 | 1 => Some(("prune", vec!["-q", "prune", "--delete-after", grace])),
+        2 => Some(("repair index", vec!["-q", "repair", "index"])),
+        _ => None,
+    };
+    if let Some((what, args)) = extra {
         procs.push(Proc {
-            what: "prune".into(),
-            child,
+            what: what.into(),
+            child: spawn(p, &args),
             expect: None,
         });
     }

@@ -137,7 +137,7 @@ fn run_ops(mut c: Command) -> (String, serde_json::Value) {
     assert!(o.status.success(), "{err}");
     let last = err.trim().lines().last().expect("--ops line");
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
-    (String::from_utf8(o.stdout).unwrap(), v["backend"].clone())
+    (String::from_utf8_lossy(&o.stdout).into_owned(), v["backend"].clone())
 }
 
 fn with_cache(mut c: Command, cache: &Path) -> Command {

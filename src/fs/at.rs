@@ -234,15 +234,16 @@ fn chown_result(r: rustix::io::Result<()>, is_root: bool, w: &mut ApplyWarnings)
     }
 }
 
-fn xattr_result(r: rustix::io::Result<()>, name: &[u8], is_root: bool) -> io::Result<()> {
+/// An xattr that cannot be set is a warning, never the end of the entry's metadata: its mode
+/// and times still follow. Without root, security.*/trusted.* are silently skipped (they need
+/// root), as are all xattrs on a filesystem without xattr support.
+fn xattr_result(r: rustix::io::Result<()>, name: &[u8], is_root: bool, w: &mut ApplyWarnings) {
     match r {
-        // security.*/trusted.* need root; a filesystem may lack xattr support.
-        Err(Errno::PERM | Errno::NOTSUP) if !is_root => Ok(()),
-        Err(e) => Err(io::Error::new(
-            io::Error::from(e).kind(),
-            format!("xattr {}: {e}", String::from_utf8_lossy(name)),
-        )),
-        Ok(()) => Ok(()),
+        Err(Errno::PERM | Errno::NOTSUP) if !is_root => {}
+        Err(e) => w
+            .failed
+            .push(format!("xattr {} not set: {e}", String::from_utf8_lossy(name))),
+        Ok(()) => {}
     }
 }
 
@@ -263,7 +264,7 @@ pub fn apply_fd(fd: BorrowedFd, node: &Node, is_root: bool) -> io::Result<ApplyW
     chown_result(rustix::fs::fchown(fd, uid, gid), is_root, &mut w)?;
     for (name, value) in &node.xattrs {
         let r = rustix::fs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty());
-        xattr_result(r, name, is_root)?;
+        xattr_result(r, name, is_root, &mut w);
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
     rustix::fs::futimens(fd, &times(node))?;
@@ -293,7 +294,7 @@ pub fn apply_path_fd(
     if have_proc {
         for (name, value) in &node.xattrs {
             let r = rustix::fs::setxattr(&proc, OsStr::from_bytes(name), value, XattrFlags::empty());
-            xattr_result(r, name, is_root)?;
+            xattr_result(r, name, is_root, &mut w);
         }
     }
     if node.kind != NodeKind::Symlink && have_proc {

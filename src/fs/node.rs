@@ -90,7 +90,11 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// A node with everything but content/subtree/extents filled in from `md`.
+/// A node with everything but content/subtree/extents filled in from `md` (the `lstat` of
+/// `path`). The symlink target and xattrs are read by path, after the `lstat`: when there are
+/// any, `path` is checked again to be the inode `md` described (same device, inode and ctime),
+/// so that a swap in between cannot give one node another inode's target or xattrs; if it is
+/// not, the entry is refused as changed while read.
 pub fn node_from_metadata(name: &[u8], path: &Path, md: &std::fs::Metadata) -> io::Result<Node> {
     let kind = kind_of(md.file_type());
     let (users, groups) = names();
@@ -99,6 +103,14 @@ pub fn node_from_metadata(name: &[u8], path: &Path, md: &std::fs::Metadata) -> i
     } else {
         Vec::new()
     };
+    let xattrs = read_xattrs(path)?;
+    if kind == NodeKind::Symlink || !xattrs.is_empty() {
+        let now = std::fs::symlink_metadata(path)?;
+        let id = |m: &std::fs::Metadata| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec());
+        if id(&now) != id(md) {
+            return Err(changed("it was replaced or its attributes changed"));
+        }
+    }
     Ok(Node {
         name: name.to_vec(),
         kind,
@@ -120,7 +132,7 @@ pub fn node_from_metadata(name: &[u8], path: &Path, md: &std::fs::Metadata) -> i
             0
         },
         link_target,
-        xattrs: read_xattrs(path)?,
+        xattrs,
         content: Vec::new(),
         subtree: None,
         extents: None,
@@ -156,6 +168,8 @@ pub fn data_extents(file: &std::fs::File, md: &std::fs::Metadata) -> io::Result<
 #[derive(Default, Debug)]
 pub struct ApplyWarnings {
     pub owner_skipped: bool,
+    /// Extended attributes that could not be set (the rest of the metadata was applied).
+    pub failed: Vec<String>,
 }
 
 fn ts(t: Time) -> Timespec {

@@ -12,27 +12,44 @@ use crate::repo::index::Index;
 use crate::repo::walk::Order;
 use crate::repo::Repository;
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 /// Call `visit` with each entry below `subpath` (relative to the snapshot root; empty for all)
-/// and its path (`/`-separated, starting with `/`).
+/// and its exact path (`/`-separated, starting with `/`; any bytes but NUL and `/` in a name).
 pub fn walk(
     repo: &Repository,
     index: &Index,
     snap: &Snapshot,
     subpath: &str,
-    visit: &(dyn Fn(&str, &Node) + Sync),
+    visit: &(dyn Fn(&Path, &Node) + Sync),
 ) -> Result<()> {
     let (tree, single) = repo.resolve_path(index, &snap.tree, subpath)?;
-    let base = format!("/{}", subpath.trim_matches('/'));
+    let base = PathBuf::from(format!("/{}", subpath.trim_matches('/')));
     if let Some(n) = single.filter(|n| !n.is_dir()) {
         visit(&base, &n);
         return Ok(());
     }
-    let dir = std::path::Path::new(&base);
-    repo.walk_paths(index, &tree, dir, Order::Sequential, &|path, n| {
-        visit(&path.to_string_lossy(), n);
+    repo.walk_paths(index, &tree, &base, Order::Sequential, &|path, n| {
+        visit(path, n);
         Ok(true)
     })
+}
+
+/// [`escape_name`] for a name that may not be UTF-8: each byte of an invalid sequence is
+/// shown as a three-digit octal escape, as `ls -b` does, so two names that differ only in such
+/// bytes never look the same.
+pub fn escape_bytes(name: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(name) {
+        return escape_name(s);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for chunk in name.utf8_chunks() {
+        out.push_str(&escape_name(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `name` as `ls -b` shows it on a terminal: a backslash as `\\`, `\a \b \t \n \v \f \r` as
@@ -70,7 +87,15 @@ pub fn escape_name(name: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_name;
+    use super::{escape_bytes, escape_name};
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_one_by_one() {
+        assert_eq!(escape_bytes(b"lat\xe8"), "lat\\350");
+        assert_ne!(escape_bytes(b"lat\xe8"), escape_bytes(b"lat\xe9"));
+        assert_eq!(escape_bytes(b"ok\x1b\xff"), "ok\\033\\377");
+        assert_eq!(escape_bytes("plain ✓".as_bytes()), "plain ✓");
+    }
 
     #[test]
     fn names_are_escaped_as_ls_b_does() {

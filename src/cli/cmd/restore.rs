@@ -43,7 +43,8 @@ pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
     let done = std::sync::atomic::AtomicU64::new(0);
     let sum = output::with_bytes_bar(cli, total, &done, || job.run(&opts, &done))?;
     print(cli, &job.id, &sum);
-    Ok(0)
+    // 3: everything restored, but some metadata could not be applied (see the warnings).
+    Ok(if sum.metadata_failed > 0 { 3 } else { 0 })
 }
 
 fn print(cli: &Cli, id: &SnapshotId, s: &RestoreSummary) {

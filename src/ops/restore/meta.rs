@@ -12,6 +12,7 @@ use super::walk::{Entry, Walk};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::fs::at::{self, ino};
+use crate::fs::node::ApplyWarnings;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -55,13 +56,13 @@ impl Walk<'_> {
     }
 
     /// Apply `node`'s metadata to the entry `rel`; Ok(None) when it is not ours to change.
-    fn apply_one(&self, rel: &Path, node: &Node, is_root: bool) -> std::io::Result<Option<bool>> {
+    fn apply_one(&self, rel: &Path, node: &Node, is_root: bool) -> std::io::Result<Option<ApplyWarnings>> {
         if node.is_dir() {
             let fd = self.dirs.dir(rel)?;
             if !self.claim(ino(fd.as_fd())?) {
                 return Ok(None);
             }
-            return Ok(Some(at::apply_fd(fd.as_fd(), node, is_root)?.owner_skipped));
+            return Ok(Some(at::apply_fd(fd.as_fd(), node, is_root)?));
         }
         let (dir, name) = self.dirs.parent(rel)?;
         let pfd = at::open_path(dir.as_fd(), name)?;
@@ -75,7 +76,7 @@ impl Walk<'_> {
         } else {
             at::apply_path_fd(pfd.as_fd(), dir.as_fd(), name, node, is_root)?
         };
-        Ok(Some(w.owner_skipped))
+        Ok(Some(w))
     }
 
     /// Metadata: files now, directories afterwards, deepest first, so their times stick.
@@ -86,16 +87,20 @@ impl Walk<'_> {
         let dirs: Mutex<Vec<(PathBuf, Node)>> = Mutex::default();
         let apply = |rel: &Path, node: &Node| -> Result<()> {
             let path = self.target.join(rel);
+            // One entry's failure is a warning: the other entries still get their metadata.
             match self.apply_one(rel, node, is_root) {
-                Ok(Some(s)) => {
-                    if s {
+                Ok(Some(w)) => {
+                    if w.owner_skipped {
                         skipped.store(true, Relaxed);
+                    }
+                    if !w.failed.is_empty() {
+                        self.metadata_failed(format!("{}: {}", path.display(), w.failed.join("; ")));
                     }
                 }
                 // A later name of a hard link, whose inode is done: nothing to say.
                 Ok(None) if node.kind == NodeKind::File && node.nlink > 1 => {}
                 Ok(None) => self.warn(format!("{}: replaced during the restore; left alone", path.display())),
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(e) => self.metadata_failed(format!("{}: metadata not applied: {e}", path.display())),
             }
             Ok(())
         };

@@ -45,6 +45,9 @@ pub struct RestoreSummary {
     pub verified_files: u64,
     /// Files whose data could not be read (a damaged pack or blob), left as `NAME.pbak-partial`.
     pub failed_files: u64,
+    /// Entries whose metadata could not all be applied (each named in the warnings; the
+    /// rest of the restore went on). The CLI exits 3 then.
+    pub metadata_failed: u64,
     pub warnings: Vec<String>,
 }
 

@@ -254,6 +254,13 @@ impl Walk<'_> {
         self.sum.lock().expect("lock").warnings.push(w);
     }
 
+    /// An entry whose metadata could not all be applied (a warning, counted).
+    pub(super) fn metadata_failed(&self, w: String) {
+        let mut sum = self.sum.lock().expect("lock");
+        sum.metadata_failed += 1;
+        sum.warnings.push(w);
+    }
+
     pub(super) fn take_plan(&self) -> ContentPlan {
         std::mem::take(&mut *self.plan.lock().expect("lock"))
     }
