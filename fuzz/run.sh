@@ -3,6 +3,7 @@
 # the coverage instrumentation cargo-fuzz uses without its `-Zsanitizer=address` (pbak's
 # decoders are safe Rust, so what libFuzzer hunts here is panics, hangs and blow-ups).
 #   fuzz/run.sh [SECONDS] [TARGET...]
+#   JOBS=2 fuzz/run.sh 600      # two targets at a time (one core each)
 # Figures go to fuzz/results.txt (target, runs, corpus, coverage); crashes to fuzz/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")"

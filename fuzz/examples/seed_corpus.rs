@@ -5,8 +5,8 @@
 
 use pbak::ids::{DataId, PackId, SnapshotId, TreeId};
 use pbak::format::config::Config;
-use pbak::format::crypto::MasterKey;
-use pbak::format::index::{IndexFile, IndexPack};
+use pbak::format::crypto::{Kind, MasterKey};
+use pbak::format::index::{IndexFile, IndexPack, MarkedPack};
 use pbak::format::keyfile::{KdfParams, KeyFile};
 use pbak::format::pack::{BlobKind, SealedBlob};
 use pbak::repo::pack_writer::PackBuilder;
@@ -84,7 +84,7 @@ fn main() {
     let n = bytes.len();
     let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
     let area = n - 4 - hlen;
-    let header = key.open(&bytes[area..n - 4]).expect("own header opens");
+    let header = key.open_as(Kind::PackHeader, &bytes[area..n - 4]).expect("own header opens");
     let mut plain = (area as u16).to_le_bytes().to_vec();
     plain.extend_from_slice(&header);
     write("pack_header_plain", "valid", &plain);
@@ -100,10 +100,17 @@ fn main() {
                 blobs: pack_blobs[..1].to_vec(),
             },
         ],
+        marked: vec![MarkedPack {
+            id: PackId([8; 32]),
+            marked_at: 1_700_000_000,
+            delete_after: 1_700_086_400,
+            host: "prune-host".into(),
+            blobs: pack_blobs[..1].to_vec(),
+        }],
     };
     let sealed = index.encode(&key);
     write("index", "valid", &sealed);
-    write("index_plain", "valid", &key.open(&sealed).expect("own index opens"));
+    write("index_plain", "valid", &key.open_as(Kind::Index, &sealed).expect("own index opens"));
 
     let mut file = node("file.txt", NodeKind::File);
     file.size = 201;
@@ -158,6 +165,6 @@ fn main() {
         command: "prune".into(),
         boot: "b1e5/pid:[4026531836]".into(),
     };
-    write("lock_plain", "valid", &key.open(&lock.seal(&key)).expect("own lock opens"));
+    write("lock_plain", "valid", &key.open_as(Kind::PruneMarker, &lock.seal(&key)).expect("own lock opens"));
     println!("seeds written under {}/corpus", env!("CARGO_MANIFEST_DIR"));
 }

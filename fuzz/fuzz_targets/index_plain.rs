@@ -4,21 +4,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::format::crypto::MasterKey;
+use pbak::format::crypto::{Kind, MasterKey};
 use pbak::format::index::IndexFile;
 use pbak::repo::index::IndexBuilder;
 
 fuzz_target!(|data: &[u8]| {
     let key = MasterKey::from_secret(&[7; 32]);
-    let Ok(file) = IndexFile::decode(&key, &key.seal(data)) else {
+    let Ok(file) = IndexFile::decode(&key, &key.seal_as(Kind::Index, data)) else {
         return;
     };
     let again = IndexFile::decode(&key, &file.encode(&key)).expect("a decoded index re-encodes");
     assert_eq!(again, file);
     let mut builder = IndexBuilder::default();
-    for p in &file.packs {
-        builder.add_pack(p);
-    }
+    builder.add_file("fuzz", &file);
     let index = builder.finish();
     for p in &file.packs {
         for b in &p.blobs {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbak::format::crypto::MasterKey;
+use pbak::format::crypto::{Kind, MasterKey};
 use pbak::format::pack::decode_header;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let area = u16::from_le_bytes([data[0], data[1]]) as usize;
     let key = MasterKey::from_secret(&[7; 32]);
-    let header = key.seal(&data[2..]);
+    let header = key.seal_as(Kind::PackHeader, &data[2..]);
     let mut pack = vec![0u8; area];
     pack.extend_from_slice(&header);
     pack.extend_from_slice(&(header.len() as u32).to_le_bytes());
