@@ -7,6 +7,9 @@
 #   index-truncated        one index file cut to half its length
 #   pack-deleted           one data pack deleted
 #   pack-bit-flipped       one bit flipped in the header of one data pack
+#   blob-bit-flipped       one bit flipped inside one data blob (the middle of the first
+#                          chunk of DAMAGE_FILE, else of the first data pack's blob area):
+#                          only reading the data finds it
 #   tree-missing           the tree pack of the first backup deleted and that snapshot
 #                          forgotten: the second snapshot's unchanged subtrees are gone
 #   snapshot-tree-missing  the tree pack of the second backup deleted: its root tree is gone
@@ -15,8 +18,8 @@
 # named in OUTDIR/FIXTURE/EXCLUDED, so it has new trees of its own.
 #
 # Environment: SRC, the directory backed up (default: a small generated tree in
-# OUTDIR/src); DAMAGE_FILE, a file of SRC whose first chunk's pack the pack fixtures damage
-# (default: the first data pack by name); PBAK, the binary (default: target/debug/pbak,
+# OUTDIR/src); DAMAGE_FILE, a file of SRC whose first chunk (or its pack) the pack and
+# blob fixtures damage (default: the first data pack by name); PBAK, the binary (default: target/debug/pbak,
 # built if missing);
 # PBAK_PASSWORD (default "pbak-fixtures", also written to OUTDIR/password). Needs python3.
 # Every command runs with --no-cache, so no local cache holds a copy of what was damaged.
@@ -24,7 +27,7 @@ set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2; }
 out=$(mkdir -p "$1" && realpath "$1"); shift
 fixtures=("$@")
-[ ${#fixtures[@]} -gt 0 ] || fixtures=(index-deleted index-truncated pack-deleted pack-bit-flipped tree-missing snapshot-tree-missing)
+[ ${#fixtures[@]} -gt 0 ] || fixtures=(index-deleted index-truncated pack-deleted pack-bit-flipped blob-bit-flipped tree-missing snapshot-tree-missing)
 root=$(cd "$(dirname "$0")/.." && pwd)
 pbak=${PBAK:-$root/target/debug/pbak}
 [ -x "$pbak" ] || (cd "$root" && cargo build --quiet)
@@ -47,7 +50,8 @@ SRC=$(realpath "$SRC")
 p() { "$pbak" --no-cache -q -r "$repo" "$@"; }
 
 # Pack ids (hex), from every index file: `packs kind Data|Tree`, the packs of that kind;
-# `packs blob HEX`, the packs holding that blob.
+# `packs blob HEX`, the packs holding that blob; `packs place HEX`, "PACK OFFSET LENGTH" of
+# each copy of that blob.
 packs() {
   for f in "$repo"/index/*; do p cat index "$(basename "$f")"; done |
     python3 -c '
@@ -61,16 +65,16 @@ while i < len(text):
     index, i = dec.raw_decode(text, i)
     for pk in index:
         b = pk["blobs"]
-        if (b and b[0]["type"] == want) if mode == "kind" else any(x["id"] == want for x in b):
+        if mode == "place":
+            found.update("%s %d %d" % (pk["pack"], x["offset"], x["length"]) for x in b if x["id"] == want)
+        elif (b and b[0]["type"] == want) if mode == "kind" else any(x["id"] == want for x in b):
             found.add(pk["pack"])
 print("\n".join(sorted(found)))
 ' "$1" "$2"
 }
 
-# The data pack to damage: the one holding the first chunk of $DAMAGE_FILE (a file of
-# $SRC) if set, else the first by name.
-victim_data_pack() {
-  [ -n "${DAMAGE_FILE:-}" ] || { packs kind Data | head -1; return; }
+# The first chunk of $DAMAGE_FILE (a file of $SRC), as hex.
+damage_file_blob() {
   local blob
   blob=$(p cat tree "latest:$(dirname "$DAMAGE_FILE")" | python3 -c '
 import json, sys
@@ -80,7 +84,14 @@ for n in json.load(sys.stdin)["tree"]["nodes"]:
         print(bytes(n["content"][0]).hex())
 ' "$(basename "$DAMAGE_FILE")")
   [ -n "$blob" ] || { echo "DAMAGE_FILE $DAMAGE_FILE holds no data in the snapshot" >&2; exit 1; }
-  packs blob "$blob" | head -1
+  echo "$blob"
+}
+
+# The data pack to damage: the one holding the first chunk of $DAMAGE_FILE if set, else the
+# first by name.
+victim_data_pack() {
+  [ -n "${DAMAGE_FILE:-}" ] || { packs kind Data | head -1; return; }
+  packs blob "$(damage_file_blob)" | head -1
 }
 
 pack_path() { echo "data/${1:0:2}/$1"; }
@@ -133,6 +144,28 @@ b[len(b) - 4 - hlen // 2] ^= 0x10  # one bit in the middle of the sealed header
 open(path, "wb").write(bytes(b))
 EOF
       damage "$f" flipped one bit in the header of "$victim" ;;
+    blob-bit-flipped)
+      fresh "$f"
+      at=
+      if [ -n "${DAMAGE_FILE:-}" ]; then
+        read -r pack offset length < <(packs place "$(damage_file_blob)" | head -1)
+        at=$((offset + length / 2))
+      else
+        pack=$(packs kind Data | head -1)
+      fi
+      victim=$(pack_path "$pack")
+      at=$(python3 - "$repo/$victim" "$at" <<'EOF'
+import sys
+path, at = sys.argv[1], sys.argv[2]
+b = bytearray(open(path, "rb").read())
+if not at:  # the middle of the blob area
+    at = (len(b) - 4 - int.from_bytes(b[-4:], "little")) // 2
+b[int(at)] ^= 0x10
+open(path, "wb").write(bytes(b))
+print(at)
+EOF
+)
+      damage "$f" flipped one bit at byte "$at" of "$victim" ;;
     tree-missing | snapshot-tree-missing)
       fresh "$f"
       first_trees=$(packs kind Tree)

@@ -83,4 +83,12 @@ impl Error {
             reason: reason.to_string(),
         }
     }
+    /// What went wrong, without the advice the message adds for a whole command: for a
+    /// report that names many objects (restore's damaged files, check's problems).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Corrupt { object, reason } => format!("{object}: {reason}"),
+            e => e.to_string(),
+        }
+    }
 }

@@ -172,7 +172,7 @@ fn corruption_is_detected_and_named() {
     bytes[1000] ^= 0x40;
     fs::write(&pack, &bytes).unwrap();
     let o = p.run(&["check", "--read-data"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "check exits 2 on errors");
     let name = pack.file_name().unwrap().to_str().unwrap();
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(name),

@@ -63,7 +63,7 @@ fn a_damaged_snapshot_and_stray_names_stay_local() {
     assert!(text(&o).contains("index/README"), "{}", text(&o));
 
     let o = p.run(&["--no-cache", "check"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("snapshot object snapshots/{bad} is damaged")),
         "{}",

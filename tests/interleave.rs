@@ -121,7 +121,8 @@ fn verify(p: &Pbak, root: &Path, seed: u64, written: &HashMap<String, PathBuf>) 
     let c = p.run(&["--json", "check"]);
     let rep: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap_or_default();
     assert!(
-        c.status.success() && rep["errors"].as_array().is_some_and(|e| e.is_empty()),
+        // Killed runs leave packs in no index and packs listed twice: warnings (exit 1).
+        matches!(c.status.code(), Some(0 | 1)) && rep["errors"].as_array().is_some_and(|e| e.is_empty()),
         "seed {seed}: check: {}{}",
         String::from_utf8_lossy(&c.stdout),
         String::from_utf8_lossy(&c.stderr)

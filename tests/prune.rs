@@ -151,9 +151,10 @@ fn killed_prune_leaves_a_consistent_repository() {
         child.kill().ok();
         child.wait().unwrap();
         // The killed run's marker belongs to a dead process of this machine: stale, not blocking.
+        // Its leftovers (packs in no index, packs listed twice) are warnings, never errors.
         let c = p.run(&["--json", "check"]);
         assert!(
-            c.status.success(),
+            matches!(c.status.code(), Some(0 | 1)),
             "check after prune killed at {delay_ms} ms: {}{}",
             String::from_utf8_lossy(&c.stdout),
             String::from_utf8_lossy(&c.stderr)

@@ -38,7 +38,17 @@ fn killed_backup_resumes_without_reuploading_indexed_packs() {
         p.ok(&["snapshots", "--json"]).trim() == "[]",
         "no snapshot from the killed run"
     );
-    p.ok(&["check"]);
+    // Packs stored after the last index file are in no index: warnings (exit 1), no error.
+    let c = p.run(&["--json", "check"]);
+    let rep: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert!(matches!(c.status.code(), Some(0 | 1)), "{rep}");
+    assert!(rep["errors"].as_array().unwrap().is_empty(), "{rep}");
+    let warnings = rep["warnings"].as_array().unwrap();
+    assert_eq!(
+        warnings.len() as u64,
+        rep["unreferenced_packs"].as_u64().unwrap(),
+        "{rep}"
+    );
     let spools = || {
         fs::read_dir(p.repo.join(".tmp"))
             .map(|d| {

@@ -241,6 +241,23 @@ impl LocalRoot {
         Ok(done)
     }
 
+    /// The size of the file `path`.
+    pub fn size(&self, path: &str) -> BResult<u64> {
+        let full = Path::new(&self.root).join(path);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BackendError::NotFound {
+                repo: self.root.clone(),
+                path: path.to_string(),
+            }),
+            Err(source) => Err(BackendError::Local {
+                op: "stat",
+                path: full.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// syncfs(2) on the repository's filesystem: every write and rename so far is durable.
     pub fn barrier(&self) -> BResult<()> {
         let root = &self.root;

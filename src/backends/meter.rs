@@ -78,6 +78,8 @@ impl Measured for usize {
 }
 
 impl Measured for opendal::Metadata {}
+/// A size from a local stat.
+impl Measured for u64 {}
 impl Measured for bool {}
 impl Measured for () {}
 

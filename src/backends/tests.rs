@@ -52,6 +52,10 @@ fn each_method_counts_its_class_and_bytes_once() {
     // answering NotFound is not counted).
     assert!(b.list("none").unwrap().is_empty());
     at(b.counts(), (2, 11, 2, 17, 17));
+    let mut sized = b.list_sized("a").unwrap();
+    sized.sort();
+    assert_eq!(sized, [("x".to_string(), 10), ("y".to_string(), 7)]);
+    at(b.counts(), (2, 13, 3, 17, 17));
 
     b.delete("a/y").unwrap();
     let mut s = b.spool().unwrap();
@@ -61,7 +65,7 @@ fn each_method_counts_its_class_and_bytes_once() {
     m.push(b"mem".to_vec()).unwrap();
     b.put_spool("data/ab/ef", m).unwrap();
     b.barrier().unwrap();
-    at(b.counts(), (5, 11, 2, 26, 17));
+    at(b.counts(), (5, 13, 3, 26, 17));
     assert_eq!(b.get("data/ab/cd").unwrap(), b"spool!");
     assert_eq!(b.get("data/ab/ef").unwrap(), b"mem");
 }

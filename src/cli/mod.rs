@@ -1,6 +1,7 @@
 //! Command-line interface: parse, open the repository, hand each command to its handler in
 //! `cmd/` (which calls one library function and prints). Errors end as one line on stderr
-//! and exit code 1; a backup that could not read some files exits 3.
+//! and exit code 1 (2 for `check`, whose 1 means warnings); a backup that could not read
+//! some files exits 3.
 
 mod args;
 mod cmd;
@@ -21,13 +22,18 @@ pub fn main() -> i32 {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            // Our library errors already say what and what to do: print them alone.
-            match e.downcast_ref::<pbak::Error>() {
-                Some(pe) => eprintln!("pbak: {pe}"),
-                None => eprintln!("pbak: {e:#}"),
-            }
+            print_error(&e);
             1
         }
+    }
+}
+
+/// The one line an error ends a command with.
+fn print_error(e: &anyhow::Error) {
+    // Our library errors already say what and what to do: print them alone.
+    match e.downcast_ref::<pbak::Error>() {
+        Some(pe) => eprintln!("pbak: {pe}"),
+        None => eprintln!("pbak: {e:#}"),
     }
 }
 

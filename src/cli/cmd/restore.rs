@@ -1,4 +1,5 @@
-//! `pbak restore`: a snapshot, or `SNAPSHOT:SUBPATH`, into a directory.
+//! `pbak restore`: a snapshot, or `SNAPSHOT:SUBPATH`, into a directory; `--dry-run` writes
+//! nothing (`--dry-run --verify` reads and verifies everything a restore would).
 
 use crate::cli::args::Cli;
 use crate::cli::{open_repo, output};
@@ -14,18 +15,22 @@ use std::path::PathBuf;
 pub struct RestoreArgs {
     /// `latest`, an id prefix, optionally followed by :/path/inside
     pub snapshot: String,
-    /// Directory to restore into (created if missing)
-    #[arg(short, long)]
-    pub target: PathBuf,
+    /// Directory to restore into (created if missing); not needed with --dry-run
+    #[arg(short, long, required_unless_present = "dry_run")]
+    pub target: Option<PathBuf>,
     /// Only restore paths matching this glob (repeatable)
     #[arg(long)]
     pub include: Vec<String>,
     /// Do not restore paths matching this glob (repeatable)
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Re-read the restored files and check them against the snapshot
+    /// Re-read the restored files and check them against the snapshot; with --dry-run, read
+    /// and verify every blob a restore would write
     #[arg(long)]
     pub verify: bool,
+    /// Write nothing: count what a restore would write (with --verify, read it all)
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
@@ -33,11 +38,12 @@ pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
     let job = restorer::prepare(&repo, spec)?;
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: a.target.clone().unwrap_or_default(),
         subpath: sub.to_string(),
         includes: a.include.clone(),
         excludes: a.exclude.clone(),
         verify: a.verify,
+        dry_run: a.dry_run,
     };
     let total = job.snapshot.summary.total_bytes;
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -56,7 +62,12 @@ fn print(cli: &Cli, id: &SnapshotId, s: &RestoreSummary) {
         return;
     }
     println!(
-        "restored snapshot {}: {} files ({} hardlinks), {} dirs, {} symlinks, {} special, {}",
+        "{} snapshot {}: {} files ({} hardlinks), {} dirs, {} symlinks, {} special, {}",
+        if s.dry_run {
+            "dry run, would restore"
+        } else {
+            "restored"
+        },
         id.short(),
         s.files,
         s.hardlinks,
@@ -65,7 +76,10 @@ fn print(cli: &Cli, id: &SnapshotId, s: &RestoreSummary) {
         s.specials,
         output::human_bytes(s.bytes)
     );
-    if s.verified_files > 0 {
-        println!("verified {} files against the snapshot: all match", s.verified_files);
+    match (s.dry_run, s.verified_files) {
+        (true, 0) => println!("nothing written"),
+        (true, n) => println!("read and verified the data of {n} files: all intact; nothing written"),
+        (false, 0) => {}
+        (false, n) => println!("verified {n} files against the snapshot: all match"),
     }
 }

@@ -62,11 +62,13 @@ pub(super) fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)
 /// A file whose data could not be read: its path below the target, its inode, and why.
 pub(super) type Damaged = (Box<Path>, Ino, String);
 
-/// Fill file contents pack by pack: each needed range of a pack is read once, in windows of
-/// at most [`crate::repo::pack_reader::READ_WINDOW`] (a single larger blob alone), and each
-/// blob is opened once and written to every place it goes. Each write goes through a
-/// descriptor opened relative to the file's directory descriptor, and only into the inode the
-/// first pass created.
+/// Fill file contents pack by pack, into the files below `to` (the target's path and
+/// directories), or with `None` only read and verify them (a dry run): each needed range of
+/// a pack is read once, in windows of at most [`crate::repo::pack_reader::READ_WINDOW`] (a
+/// single larger blob alone), and each blob is opened (authenticated and checked against its
+/// id) once and written to every place it goes. Each write goes through a descriptor opened
+/// relative to the file's directory descriptor, and only into the inode the first pass
+/// created.
 ///
 /// Damage stays local: when a pack cannot be read or a blob in it does not open, the blobs
 /// not yet written are read again one by one, and the files that need a blob that still fails
@@ -74,14 +76,22 @@ pub(super) type Damaged = (Box<Path>, Ino, String);
 pub(super) fn write_contents(
     repo: &Repository,
     index: &Index,
-    target: &Path,
-    dirs: &DirTree,
+    to: Option<(&Path, &DirTree)>,
     plan: ContentPlan,
     bytes_done: &AtomicU64,
 ) -> Result<Vec<Damaged>> {
     let files = plan.files;
     let packs: Vec<_> = plan.by_pack.into_iter().collect();
     let damaged: Mutex<HashMap<u32, String>> = Mutex::default();
+    let write_at = |file: u32, data: &[u8], off: u64| -> Result<()> {
+        let Some((target, dirs)) = to else { return Ok(()) };
+        let (rel, key) = &files[file as usize];
+        let fpath = target.join(rel);
+        let io = |e| Error::io(&fpath, e);
+        let (dir, name) = dirs.parent(rel).map_err(io)?;
+        let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
+        f.write_all_at(data, off).map_err(io)
+    };
     packs
         .into_par_iter()
         .try_for_each(|(pack, mut targets)| -> Result<()> {
@@ -90,12 +100,7 @@ pub(super) fn write_contents(
             let (blobs, ranges) = blobs_of(index, &targets);
             let write = |i: usize, data: &[u8]| -> Result<()> {
                 for &(_, file, off) in &targets[ranges[i].clone()] {
-                    let (rel, key) = &files[file as usize];
-                    let fpath = target.join(rel);
-                    let io = |e| Error::io(&fpath, e);
-                    let (dir, name) = dirs.parent(rel).map_err(io)?;
-                    let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
-                    f.write_all_at(data, off).map_err(io)?;
+                    write_at(file, data, off)?;
                     bytes_done.fetch_add(data.len() as u64, Relaxed);
                 }
                 Ok(())
@@ -131,7 +136,7 @@ pub(super) fn write_contents(
                 if let Err(e) = read(k..k + 1, &mut done)? {
                     let mut d = damaged.lock().expect("lock");
                     for &(_, file, _) in &targets[ranges[k].clone()] {
-                        d.entry(file).or_insert_with(|| why(&e));
+                        d.entry(file).or_insert_with(|| e.detail());
                     }
                 }
             }
@@ -148,14 +153,6 @@ pub(super) fn write_contents(
         .collect();
     out.sort();
     Ok(out)
-}
-
-/// What went wrong reading a blob, without the advice the error adds for a whole command.
-fn why(e: &Error) -> String {
-    match e {
-        Error::Corrupt { object, reason } => format!("{object}: {reason}"),
-        e => e.to_string(),
-    }
 }
 
 /// Each blob of a pack's sorted targets once, with the range of `targets` it is written to.

@@ -35,7 +35,7 @@ impl Walk<'_> {
         for (rel, why) in &names {
             let path = self.target.join(rel);
             let io = |e| Error::io(&path, e);
-            let (dir, name) = self.dirs.parent(rel).map_err(io)?;
+            let (dir, name) = self.dirs().parent(rel).map_err(io)?;
             let mut partial = name.to_os_string();
             partial.push(".pbak-partial");
             rustix::fs::renameat(&dir, name, &dir, &partial).map_err(|e| io(e.into()))?;
@@ -58,13 +58,13 @@ impl Walk<'_> {
     /// Apply `node`'s metadata to the entry `rel`; Ok(None) when it is not ours to change.
     fn apply_one(&self, rel: &Path, node: &Node, is_root: bool) -> std::io::Result<Option<ApplyWarnings>> {
         if node.is_dir() {
-            let fd = self.dirs.dir(rel)?;
+            let fd = self.dirs().dir(rel)?;
             if !self.claim(ino(fd.as_fd())?) {
                 return Ok(None);
             }
             return Ok(Some(at::apply_fd(fd.as_fd(), node, is_root)?));
         }
-        let (dir, name) = self.dirs.parent(rel)?;
+        let (dir, name) = self.dirs().parent(rel)?;
         let pfd = at::open_path(dir.as_fd(), name)?;
         let key = ino(pfd.as_fd())?;
         if !self.claim(key) {
@@ -131,7 +131,7 @@ impl Walk<'_> {
             if e.node.kind == NodeKind::File && self.restored(e) {
                 let path = self.target.join(&e.rel);
                 let io = |err| Error::io(&path, err);
-                let (dir, name) = self.dirs.parent(&e.rel).map_err(io)?;
+                let (dir, name) = self.dirs().parent(&e.rel).map_err(io)?;
                 let pfd = at::open_path(dir.as_fd(), name).map_err(io)?;
                 let key = ino(pfd.as_fd()).map_err(io)?;
                 let f = at::open_created(dir.as_fd(), name, key, false).map_err(io)?;

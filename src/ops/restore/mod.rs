@@ -9,6 +9,9 @@
 //! that never follow a symlink (`crate::fs::at`); directories stay 0700 until their final
 //! metadata; contents and metadata go only to inodes the restore made itself.
 //!
+//! A dry run is the same first pass creating nothing, and with `--verify` the same content
+//! pass writing nothing: every blob a restore needs is read and verified, no target needed.
+//!
 //! Files: `walk.rs` (the passes over the trees: create, link), `contents.rs` (file contents
 //! from packs), `meta.rs` (metadata, and `--verify`).
 
@@ -31,7 +34,10 @@ pub struct RestoreOptions {
     pub subpath: String,
     pub includes: Vec<String>,
     pub excludes: Vec<String>,
+    /// Re-read the restored files; in a dry run, read and verify every blob a restore needs.
     pub verify: bool,
+    /// Plan and count only: nothing is written (the target need not exist).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -49,6 +55,8 @@ pub struct RestoreSummary {
     /// rest of the restore went on). The CLI exits 3 then.
     pub metadata_failed: u64,
     pub warnings: Vec<String>,
+    /// Nothing was written: `files` … `bytes` are what a restore would write.
+    pub dry_run: bool,
 }
 
 /// Whether an entry at `snap_path` (inside the snapshot) is restored. Excluding a directory
@@ -117,14 +125,24 @@ impl Prepared<'_> {
         let listed: Vec<&str> = sum
             .warnings
             .iter()
-            .filter(|w| w.contains(": data damaged, left as "))
+            .filter(|w| w.contains(": data damaged"))
             .take(10)
             .map(String::as_str)
             .collect();
+        let (files, outcome) = match opts.dry_run {
+            true => (
+                "files",
+                "a restore would leave them as NAME.pbak-partial; nothing was written",
+            ),
+            false => (
+                "restored files",
+                "they are left as NAME.pbak-partial, everything else was restored with its metadata",
+            ),
+        };
         Err(Error::corrupt(
-            format!("the data of {} of {} restored files", sum.failed_files, sum.files),
+            format!("the data of {} of {} {files}", sum.failed_files, sum.files),
             format!(
-                "they are left as NAME.pbak-partial, everything else was restored with its metadata:\n  {}{}\n ",
+                "{outcome}:\n  {}{}\n ",
                 listed.join("\n  "),
                 if sum.failed_files > 10 { "\n  …" } else { "" }
             ),
@@ -150,12 +168,16 @@ pub fn restore(
     };
     let (tree_id, single) = repo.resolve_path(index, &snap.tree, &opts.subpath)?;
     let base = PathBuf::from("/").join(opts.subpath.trim_matches('/'));
+    if opts.dry_run {
+        let w = walk::Walk::new(repo, index, sel, None, tree_id, single, base)?;
+        return dry_run(&w, opts.verify, bytes_done);
+    }
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?;
-    let w = walk::Walk::new(repo, index, sel, target, tree_id, single, base)?;
+    let w = walk::Walk::new(repo, index, sel, Some(target), tree_id, single, base)?;
     w.for_each(&|e| w.create(e))?;
     w.link_later_names()?;
-    let damaged = contents::write_contents(repo, index, &w.target, &w.dirs, w.take_plan(), bytes_done)?;
+    let damaged = contents::write_contents(repo, index, Some((&w.target, w.dirs())), w.take_plan(), bytes_done)?;
     let failed = w.set_aside(&damaged)?;
     let owner_skipped = w.apply_metadata()?;
     let mut sum = w.take_summary();
@@ -167,5 +189,39 @@ pub fn restore(
     if opts.verify {
         sum.verified_files = w.verify()?;
     }
+    Ok(sum)
+}
+
+/// A dry run: the restore's first pass, creating nothing, then (with `verify`) its content
+/// pass reading and verifying every blob it would write, pack by pack in the same order,
+/// writing nothing. The format stores no whole-file hash: a file is verified when each of
+/// its chunks authenticates and matches the id its (authenticated) tree names.
+fn dry_run(w: &walk::Walk, verify: bool, bytes_done: &AtomicU64) -> Result<RestoreSummary> {
+    w.for_each(&|e| w.create(e))?;
+    let plan = w.take_plan();
+    let mut sum = w.take_summary();
+    let links = std::mem::take(&mut *w.links.lock().expect("lock"));
+    sum.dry_run = true;
+    sum.hardlinks = links.len() as u64;
+    let len = |id: &crate::ids::DataId| w.index.get(id).map_or(0, |l| l.raw_length as u64);
+    sum.bytes = plan.by_pack.values().flatten().map(|(id, _, _)| len(id)).sum();
+    if !verify {
+        return Ok(sum);
+    }
+    let damaged = contents::write_contents(w.repo, w.index, None, plan, bytes_done)?;
+    for (rel, _, why) in &damaged {
+        sum.warnings
+            .push(format!("{}: data damaged: {why}", w.snap_path(rel).display()));
+    }
+    for (first, later) in links.iter().filter(|(f, _)| damaged.iter().any(|d| *d.0 == **f)) {
+        let (later, first) = (w.snap_path(later), w.snap_path(first));
+        sum.warnings.push(format!(
+            "{}: data damaged: a hard link to {}",
+            later.display(),
+            first.display()
+        ));
+    }
+    sum.failed_files = damaged.len() as u64;
+    sum.verified_files = sum.files - sum.failed_files;
     Ok(sum)
 }

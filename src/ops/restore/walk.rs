@@ -23,9 +23,10 @@ pub(super) struct Walk<'a> {
     pub(super) repo: &'a Repository,
     pub(super) index: &'a Index,
     sel: Selection,
-    /// The target's path (for messages) and its descriptors (for everything else).
+    /// The target's path (for messages) and its descriptors (for everything else); no
+    /// descriptors in a dry run, which creates nothing.
     pub(super) target: PathBuf,
-    pub(super) dirs: DirTree,
+    dirs: Option<DirTree>,
     /// Every inode this restore made: contents and metadata go only to these.
     pub(super) inodes: Mutex<HashSet<Ino>>,
     /// Directories created (relative to the target); with includes, only those on the way.
@@ -53,16 +54,21 @@ pub(super) struct Entry<'n> {
 }
 
 impl<'a> Walk<'a> {
+    /// `target` `None`: a dry run, which plans and counts but creates nothing.
     pub(super) fn new(
         repo: &'a Repository,
         index: &'a Index,
         sel: Selection,
-        target: PathBuf,
+        target: Option<PathBuf>,
         tree: TreeId,
         single: Option<Node>,
         base: PathBuf,
     ) -> Result<Walk<'a>> {
-        let dirs = DirTree::open(&target).map_err(|e| Error::io(&target, e))?;
+        let dirs = match &target {
+            None => None,
+            Some(t) => Some(DirTree::open(t).map_err(|e| Error::io(t, e))?),
+        };
+        let target = target.unwrap_or_default();
         Ok(Walk {
             repo,
             index,
@@ -84,6 +90,11 @@ impl<'a> Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// The target's directories (not in a dry run, which creates nothing).
+    pub(super) fn dirs(&self) -> &DirTree {
+        self.dirs.as_ref().expect("a dry run creates nothing")
+    }
+
     /// Visit every selected entry below `tree` (parents before children; siblings' subtrees
     /// in parallel); `snap` is the path of `tree` inside the snapshot.
     fn walk(&self, tree: &TreeId, snap: &Path, f: &(dyn Fn(&Entry) -> Result<()> + Sync)) -> Result<()> {
@@ -116,22 +127,30 @@ impl Walk<'_> {
             }
         }
         for a in missing.into_iter().rev() {
-            match self.dirs.mkdir(a) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                    return Err(Error::UnsafePath(format!(
-                        "{} exists and is not a directory",
-                        self.target.join(a).display()
-                    )))
-                }
-                Err(e) => return Err(Error::io(self.target.join(a), e)),
+            if let Some(dirs) = &self.dirs {
+                self.make_dir(dirs, a)?;
             }
-            let fd = self.dirs.dir(a).map_err(|e| Error::io(self.target.join(a), e))?;
-            self.own(ino(fd.as_fd()).map_err(|e| Error::io(self.target.join(a), e))?);
             if self.created.lock().expect("lock").insert(a.to_path_buf()) {
                 self.sum.lock().expect("lock").dirs += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Make the directory `a` (its parent exists) and own it.
+    fn make_dir(&self, dirs: &DirTree, a: &Path) -> Result<()> {
+        match dirs.mkdir(a) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(Error::UnsafePath(format!(
+                    "{} exists and is not a directory",
+                    self.target.join(a).display()
+                )))
+            }
+            Err(e) => return Err(Error::io(self.target.join(a), e)),
+        }
+        let fd = dirs.dir(a).map_err(|e| Error::io(self.target.join(a), e))?;
+        self.own(ino(fd.as_fd()).map_err(|e| Error::io(self.target.join(a), e))?);
         Ok(())
     }
 
@@ -140,7 +159,8 @@ impl Walk<'_> {
         self.inodes.lock().expect("lock").insert(key);
     }
 
-    /// First pass: create each selected entry and plan its contents.
+    /// First pass: create each selected entry and plan its contents (in a dry run, only
+    /// plan and count).
     pub(super) fn create(&self, e: &Entry) -> Result<()> {
         let n = e.node;
         if n.is_dir() {
@@ -156,57 +176,82 @@ impl Walk<'_> {
         if let Some(parent) = e.rel.parent() {
             self.ensure_dirs(parent)?;
         }
-        let path = self.target.join(&e.rel);
-        let io = |err| Error::io(&path, err);
-        let (dir, name) = self.dirs.parent(&e.rel).map_err(io)?;
-        let dir = dir.as_fd();
+        if n.kind == NodeKind::Socket {
+            self.warn(format!("{}: sockets are not restored", e.rel.display()));
+            return Ok(());
+        }
+        if n.kind == NodeKind::File && n.nlink > 1 && self.later_name(e) {
+            return Ok(());
+        }
+        let key = match &self.dirs {
+            Some(dirs) => self.make(dirs, e)?,
+            None => Ino::default(),
+        };
         match n.kind {
             NodeKind::File => {
-                if n.nlink > 1 {
-                    let mut first = self.first_link.lock().expect("lock");
-                    match first.get(&(n.device, n.inode)) {
-                        Some(f) => {
-                            self.links.lock().expect("lock").push((f.clone(), e.rel.clone()));
-                            return Ok(());
-                        }
-                        None => {
-                            first.insert((n.device, n.inode), e.rel.clone());
-                        }
-                    }
-                }
+                self.plan_file(e, key)?;
+                self.sum.lock().expect("lock").files += 1;
+            }
+            NodeKind::Symlink => self.sum.lock().expect("lock").symlinks += 1,
+            _ => self.sum.lock().expect("lock").specials += 1,
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is a later name of a multiply-linked file whose first name was seen (it
+    /// is linked once every first name exists); else `e` becomes the first name.
+    fn later_name(&self, e: &Entry) -> bool {
+        let n = e.node;
+        let mut first = self.first_link.lock().expect("lock");
+        match first.get(&(n.device, n.inode)) {
+            Some(f) => {
+                self.links.lock().expect("lock").push((f.clone(), e.rel.clone()));
+                true
+            }
+            None => {
+                first.insert((n.device, n.inode), e.rel.clone());
+                false
+            }
+        }
+    }
+
+    /// Create the file, symlink or special file `e` and own it.
+    fn make(&self, dirs: &DirTree, e: &Entry) -> Result<Ino> {
+        let (n, path) = (e.node, self.target.join(&e.rel));
+        let io = |err| Error::io(&path, err);
+        let (dir, name) = dirs.parent(&e.rel).map_err(io)?;
+        let dir = dir.as_fd();
+        let key = match n.kind {
+            NodeKind::File => {
                 let f = at::create_file(dir, name).map_err(io)?;
                 f.set_len(n.size).map_err(io)?;
-                let key = ino(f.as_fd()).map_err(io)?;
-                self.own(key);
-                let offsets = chunk_offsets(self.index, n)?;
-                let mut plan = self.plan.lock().expect("lock");
-                let file = plan.files.len() as u32;
-                plan.files.push((e.rel.clone().into_boxed_path(), key));
-                for (id, off) in offsets {
-                    let loc = self.index.get(&id).expect("checked by chunk_offsets");
-                    plan.by_pack
-                        .entry(self.index.pack_id(&loc))
-                        .or_default()
-                        .push((id, file, off));
-                }
-                self.sum.lock().expect("lock").files += 1;
+                ino(f.as_fd()).map_err(io)?
             }
             NodeKind::Symlink => {
                 at::symlink_at(dir, name, n).map_err(io)?;
-                self.own(ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?);
-                self.sum.lock().expect("lock").symlinks += 1;
+                ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?
             }
-            NodeKind::Socket => self
-                .sum
-                .lock()
-                .expect("lock")
-                .warnings
-                .push(format!("{}: sockets are not restored", e.rel.display())),
             _ => {
                 at::make_special_at(dir, name, n).map_err(io)?;
-                self.own(ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?);
-                self.sum.lock().expect("lock").specials += 1;
+                ino(at::open_path(dir, name).map_err(io)?.as_fd()).map_err(io)?
             }
+        };
+        self.own(key);
+        Ok(key)
+    }
+
+    /// Add the chunks of file `e`, created as inode `key`, to the content plan.
+    fn plan_file(&self, e: &Entry, key: Ino) -> Result<()> {
+        let offsets = chunk_offsets(self.index, e.node)?;
+        let mut plan = self.plan.lock().expect("lock");
+        let file = plan.files.len() as u32;
+        plan.files.push((e.rel.clone().into_boxed_path(), key));
+        for (id, off) in offsets {
+            let loc = self.index.get(&id).expect("checked by chunk_offsets");
+            plan.by_pack
+                .entry(self.index.pack_id(&loc))
+                .or_default()
+                .push((id, file, off));
         }
         Ok(())
     }
@@ -219,6 +264,14 @@ impl Walk<'_> {
             e.node.kind != NodeKind::Socket
                 && self.sel.included(&e.snap)
                 && !self.failed.lock().expect("lock").contains(&e.rel)
+        }
+    }
+
+    /// The path inside the snapshot of `rel` (relative to the target).
+    pub(super) fn snap_path(&self, rel: &Path) -> PathBuf {
+        match &self.single {
+            Some(node) if !node.is_dir() => self.base.clone(),
+            _ => self.base.join(rel),
         }
     }
 
@@ -240,8 +293,8 @@ impl Walk<'_> {
         for (first, later) in self.links.lock().expect("lock").iter() {
             let path = self.target.join(later);
             let io = |e| Error::io(&path, e);
-            let (from, from_name) = self.dirs.parent(first).map_err(io)?;
-            let (to, to_name) = self.dirs.parent(later).map_err(io)?;
+            let (from, from_name) = self.dirs().parent(first).map_err(io)?;
+            let (to, to_name) = self.dirs().parent(later).map_err(io)?;
             at::remove_non_dir(to.as_fd(), to_name);
             rustix::fs::linkat(&from, from_name, &to, to_name, rustix::fs::AtFlags::empty())
                 .map_err(|e| io(e.into()))?;
