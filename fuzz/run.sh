@@ -20,13 +20,23 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 triple=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --bins --target "$triple"
 RUSTFLAGS= cargo run --release --example seed_corpus
-: > results.txt
-for t in "${targets[@]}"; do
+[ -n "${KEEP_RESULTS:-}" ] || : > results.txt
+fuzz_one() {
+    local t=$1 status=0 last
     mkdir -p "corpus/$t" "artifacts/$t" "logs"
     echo "== $t: ${secs}s"
-    status=0
     "./target/$triple/release/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="artifacts/$t/" "corpus/$t" > "logs/$t.log" 2>&1 || status=$?
     last=$(grep -E '^#[0-9]+' "logs/$t.log" | tail -1 || true)
     echo "$t exit=$status $last" | tee -a results.txt
+}
+jobs=${JOBS:-1} running=0
+for t in "${targets[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" &
+    running=$((running + 1))
 done
+wait

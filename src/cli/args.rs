@@ -21,7 +21,7 @@ PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag.
 PBAK_PASSWORD_COMMAND runs with `sh -c` in a clean environment (PATH, HOME, USER, LANG, LC_*, \
 TERM, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK, GNUPGHOME, OP_* and a few more \
 are kept; no PBAK_*, AWS_* or B2_* variable reaches it) and is stopped after 60 s.\n\
-Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read."
+Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read (restore: restored, but some metadata could not be applied); check: 0 ok, 1 warnings, 2 errors."
 )]
 pub struct Cli {
     /// Repository: a path, local:/path, s3:https://ENDPOINT/BUCKET[/PREFIX] or b2:BUCKET[/PREFIX]
@@ -87,7 +87,7 @@ pub enum Command {
     Check(cmd::check::CheckArgs),
     /// Remove snapshots by keep rules (per host and paths) or by id; --prune also frees their data
     Forget(cmd::forget::ForgetArgs),
-    /// Delete data no snapshot refers to, repacking partly used packs
+    /// Mark data no snapshot refers to (repacking partly used packs) and delete what an earlier prune marked, after --delete-after
     Prune(PruneArgs),
     /// Repair a damaged repository: `index` from the packs' headers, `snapshots` marking what is gone
     #[command(subcommand)]
