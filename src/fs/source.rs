@@ -4,11 +4,14 @@
 //! entries are reached through it. Swapping a directory (or any of its ancestors) for a
 //! symlink after it was opened cannot redirect what the backup reads below it.
 //!
-//! Entries are named `/proc/self/fd/N/NAME`: the kernel resolves `/proc/self/fd/N` to the
-//! open directory itself, and the path-based calls the walk makes on an entry (`lstat`,
-//! `readlink`, `llistxattr`, an `O_NOFOLLOW` open) never follow its last component. Where
-//! `/proc` is not mounted, entries fall back to their plain paths (the directory itself is
-//! still checked when it is opened).
+//! An entry is looked up by its plain path (fast: the kernel's path walk is cheapest there),
+//! and the result is taken only if it is the inode this directory's own listing named (device
+//! and inode): a directory above it swapped for a symlink would give another inode. Otherwise
+//! it is looked up again as `/proc/self/fd/N/NAME`, which the kernel resolves through the open
+//! directory itself; the calls made on an entry (`lstat`, `readlink`, `llistxattr`, an
+//! `O_NOFOLLOW` open) never follow its last component, and what they find is checked against
+//! that `lstat` again by their callers. Where `/proc` is not mounted, the plain path is all
+//! there is (the directory itself is still checked when it is opened).
 
 use rustix::fs::{Mode, OFlags, CWD};
 use std::ffi::OsStr;
@@ -39,6 +42,8 @@ pub struct Entry {
 /// A directory of the source, open and checked.
 pub struct SourceDir {
     fd: OwnedFd,
+    /// Its device: entries on it that are not mount points share it.
+    dev: u64,
     /// Where it is in the source (for messages and the change filter).
     read: PathBuf,
 }
@@ -48,8 +53,10 @@ impl SourceDir {
     /// the user asked for it).
     pub fn open_root(read: &Path) -> io::Result<SourceDir> {
         let fd = rustix::fs::openat(CWD, read, DIR_FLAGS - OFlags::NOFOLLOW, Mode::empty())?;
+        let dev = rustix::fs::fstat(&fd)?.st_dev;
         Ok(SourceDir {
             fd,
+            dev,
             read: read.to_path_buf(),
         })
     }
@@ -67,6 +74,7 @@ impl SourceDir {
         }
         Ok(SourceDir {
             fd,
+            dev: st.st_dev,
             read: read.to_path_buf(),
         })
     }
@@ -76,7 +84,21 @@ impl SourceDir {
         &self.read
     }
 
-    /// The path through which the entry `name` is reached: relative to this descriptor.
+    /// The entry `name`, listed with inode `ino`: the path to reach it by and its `lstat`
+    /// (see the module comment).
+    pub fn stat_entry(&self, name: &[u8], ino: u64) -> io::Result<(PathBuf, std::fs::Metadata)> {
+        let plain = self.read.join(OsStr::from_bytes(name));
+        if let Ok(md) = std::fs::symlink_metadata(&plain) {
+            if (md.dev(), md.ino()) == (self.dev, ino) {
+                return Ok((plain, md));
+            }
+        }
+        let anchored = self.entry(name);
+        let md = std::fs::symlink_metadata(&anchored)?;
+        Ok((anchored, md))
+    }
+
+    /// The path through which the entry `name` is reached relative to this descriptor.
     pub fn entry(&self, name: &[u8]) -> PathBuf {
         if !proc_fd() {
             return self.read.join(OsStr::from_bytes(name));

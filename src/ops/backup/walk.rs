@@ -267,7 +267,7 @@ impl Ctx<'_> {
                     return Ok(Some(p.clone()));
                 }
                 let rec = rec.join(std::ffi::OsStr::from_bytes(name));
-                self.archive_entry(Some(dir), &path, &rec, name, pnode, root_dev)
+                self.archive_entry(Some((dir, e.ino)), &path, &rec, name, pnode, root_dev)
             })
             .collect::<Result<Vec<_>>>()?;
         if let (Some(_), Some(p)) = (filter, parent) {
@@ -285,7 +285,7 @@ impl Ctx<'_> {
     /// (a warning).
     fn archive_entry(
         &self,
-        dir: Option<&SourceDir>,
+        dir: Option<(&SourceDir, u64)>,
         read: &Path,
         rec: &Path,
         name: &[u8],
@@ -304,7 +304,7 @@ impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     fn archive_entry_inner(
         &self,
-        dir: Option<&SourceDir>,
+        dir: Option<(&SourceDir, u64)>,
         read: &Path,
         rec: &Path,
         name: &[u8],
@@ -316,8 +316,11 @@ impl Ctx<'_> {
         if self.excluded(rec, name) {
             return Ok(None);
         }
-        let access = dir.map_or_else(|| read.to_path_buf(), |d| d.entry(name));
-        let md = match std::fs::symlink_metadata(&access) {
+        let looked = match dir {
+            Some((d, ino)) => d.stat_entry(name, ino),
+            None => std::fs::symlink_metadata(read).map(|m| (read.to_path_buf(), m)),
+        };
+        let (access, md) = match looked {
             Ok(m) => m,
             Err(e) => {
                 self.warn(format!("{}: {e}", rec.display()));
