@@ -181,8 +181,18 @@ impl IndexBuilder {
         let live = self.live;
         let rank = |e: &Entry| (!live[e.pack as usize], e.pack);
         entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(rank(a).cmp(&rank(b))));
-        entries.dedup_by(|later, first| later.key == first.key);
+        // Copies of a blob in other packs (two hosts stored it at once, or a repack's crash
+        // window): kept aside, so a reader can fall back to one when the first is damaged.
+        let mut others: Vec<Entry> = Vec::new();
+        entries.dedup_by(|later, first| {
+            let dup = later.key == first.key;
+            if dup && later.pack != first.pack {
+                others.push(*later);
+            }
+            dup
+        });
         entries.shrink_to_fit();
+        others.shrink_to_fit();
         let mut buckets = vec![0u32; (1 << BUCKET_BITS) + 1];
         for e in &entries {
             buckets[bucket_of(&e.key) + 1] += 1;
@@ -198,6 +208,7 @@ impl IndexBuilder {
             live,
             marks,
             entries,
+            others,
             buckets,
             files: self.files,
         }
@@ -212,6 +223,8 @@ pub struct Index {
     /// Packs that no index file lists as live, with their marks.
     marks: HashMap<u32, Mark>,
     entries: Vec<Entry>,
+    /// Further copies of blobs in `entries`, in other packs, sorted by key (usually none).
+    others: Vec<Entry>,
     /// `entries[buckets[b]..buckets[b + 1]]` hold the keys whose top 16 bits are `b`.
     buckets: Vec<u32>,
     /// The index files it was built from (as listed).
@@ -268,6 +281,17 @@ impl Index {
     pub fn files(&self) -> &[String] {
         &self.files
     }
+    /// Other copies of a blob (in other packs) than the one [`Index::get`] gives: where a
+    /// reader turns when that one is damaged.
+    pub fn other_locations(&self, id: &impl AnyBlobId) -> Vec<BlobLocation> {
+        let key = key_of(&id.blob());
+        let start = self.others.partition_point(|e| e.key < key);
+        self.others[start..]
+            .iter()
+            .take_while(|e| e.key == key)
+            .map(Entry::location)
+            .collect()
+    }
     pub fn pack_id(&self, loc: &BlobLocation) -> PackId {
         self.packs[loc.pack as usize]
     }
@@ -283,7 +307,7 @@ impl Index {
     }
     /// Bytes of heap this index holds (entries, bucket table, pack list).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
+        (self.entries.capacity() + self.others.capacity()) * std::mem::size_of::<Entry>()
             + self.buckets.capacity() * 4
             + self.packs.capacity() * 32
             + self.pack_pos.capacity() * (32 + 4 + 8)

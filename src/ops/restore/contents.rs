@@ -133,11 +133,13 @@ pub(super) fn write_contents(
                 if done[k] {
                     continue;
                 }
-                if let Err(e) = read(k..k + 1, &mut done)? {
-                    let mut d = damaged.lock().expect("lock");
-                    for &(_, file, _) in &targets[ranges[k].clone()] {
-                        d.entry(file).or_insert_with(|| e.detail());
-                    }
+                let Err(e) = read(k..k + 1, &mut done)? else { continue };
+                if copy_elsewhere(repo, index, &blobs[k], &mut |data| write(k, data))? {
+                    continue;
+                }
+                let mut d = damaged.lock().expect("lock");
+                for &(_, file, _) in &targets[ranges[k].clone()] {
+                    d.entry(file).or_insert_with(|| e.detail());
                 }
             }
             Ok(())
@@ -153,6 +155,37 @@ pub(super) fn write_contents(
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Read `blob` from another pack that holds a copy of it (its first location was damaged) and
+/// hand it to `write`; whether one copy was sound. A write error is returned as such.
+fn copy_elsewhere(
+    repo: &Repository,
+    index: &Index,
+    blob: &BlobEntry,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<bool> {
+    for loc in index.other_locations(&blob.id) {
+        let other = BlobEntry {
+            offset: loc.offset,
+            length: loc.length,
+            ..*blob
+        };
+        let mut write_err = None;
+        let r = repo.read_pack_blobs(
+            &index.pack_id(&loc),
+            &[other],
+            Cover::Blobs,
+            &mut |_| {},
+            &mut |_, data| write(data).inspect_err(|e| write_err = Some(e.to_string())),
+        );
+        match (r, write_err) {
+            (Ok(()), _) => return Ok(true),
+            (Err(e), Some(_)) => return Err(e),
+            (Err(_), None) => {}
+        }
+    }
+    Ok(false)
 }
 
 /// Each blob of a pack's sorted targets once, with the range of `targets` it is written to.
