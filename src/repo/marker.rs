@@ -132,8 +132,11 @@ impl Repository {
             boot: boot(),
         };
         self.backend().put(layout::PRUNE_MARKER, info.seal(self.key()))?;
-        // Of two prunes that wrote at once, the later write wins; the other backs off.
-        std::thread::sleep(Duration::from_millis(200));
+        // Of two prunes that wrote at once, the later write wins; the other backs off. The
+        // wait outlasts the time between another prune's first read and its write: a round
+        // trip to remote storage, microseconds on a local disk.
+        let settle = if self.backend().is_local() { 20 } else { 200 };
+        std::thread::sleep(Duration::from_millis(settle));
         if let Some(o) = self.prune_marker()?.filter(|o| !same(o, &info)) {
             return Err(refuse(o));
         }
