@@ -17,29 +17,30 @@ use std::collections::HashMap;
 /// Blobs per index file when the whole index is rewritten (prune, `repair index`).
 pub const INDEX_FILE_BLOBS: usize = 50_000;
 
-/// `packs`, in order, as index files of about [`INDEX_FILE_BLOBS`] blobs each.
-// `..Default::default()`: fields are being added to `IndexFile`, which these files leave empty.
-#[allow(clippy::needless_update)]
-pub fn index_files(packs: Vec<IndexPack>) -> Vec<IndexFile> {
-    let (mut files, mut current, mut blobs) = (Vec::new(), Vec::new(), 0);
+/// `packs` and then `marked`, in order, as index files of about [`INDEX_FILE_BLOBS`] blobs
+/// each (a mark without blobs counts as one).
+pub fn index_files(packs: Vec<IndexPack>, marked: Vec<MarkedPack>) -> Vec<IndexFile> {
+    let (mut files, mut current, mut blobs) = (Vec::new(), IndexFile::default(), 0);
+    let mut full = |current: &mut IndexFile, blobs: &mut usize| {
+        if *blobs >= INDEX_FILE_BLOBS {
+            files.push(std::mem::take(current));
+            *blobs = 0;
+        }
+    };
     for p in packs {
         blobs += p.blobs.len();
-        current.push(p);
-        if blobs >= INDEX_FILE_BLOBS {
-            files.push(std::mem::take(&mut current));
-            blobs = 0;
-        }
+        current.packs.push(p);
+        full(&mut current, &mut blobs);
     }
-    if !current.is_empty() {
+    for m in marked {
+        blobs += m.blobs.len().max(1);
+        current.marked.push(m);
+        full(&mut current, &mut blobs);
+    }
+    if !(current.packs.is_empty() && current.marked.is_empty()) {
         files.push(current);
     }
     files
-        .into_iter()
-        .map(|packs| IndexFile {
-            packs,
-            ..Default::default()
-        })
-        .collect()
 }
 
 /// Where a blob lives. `pack` indexes [`Index::packs`].

@@ -26,7 +26,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::ids::{AnyBlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use cache::Cache;
-use index::{Index, IndexBuilder, IndexFile, IndexPack};
+use index::{Index, IndexBuilder, IndexFile, IndexPack, MarkedPack};
 use rayon::prelude::*;
 
 /// An opened repository: the backend, the master key, the config and, if enabled, the local
@@ -203,10 +203,13 @@ impl Repository {
         Ok(id)
     }
 
-    /// Store `packs` as new index files (see [`index::index_files`]); the ids written. The
+    /// Store `packs` and `marked` as new index files (see [`index::index_files`]); the ids written. The
     /// caller deletes the old files, after a barrier, only once this returned.
-    pub fn save_index_packs(&self, packs: Vec<IndexPack>) -> Result<Vec<IndexId>> {
-        index::index_files(packs).iter().map(|f| self.save_index(f)).collect()
+    pub fn save_index_packs(&self, packs: Vec<IndexPack>, marked: Vec<MarkedPack>) -> Result<Vec<IndexId>> {
+        index::index_files(packs, marked)
+            .iter()
+            .map(|f| self.save_index(f))
+            .collect()
     }
 
     /// Delete the index files `names` (as listed), in parallel; one already gone is no error.

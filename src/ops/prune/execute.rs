@@ -8,15 +8,12 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::pack::{decode_header, SealedBlob};
 use crate::ids::{IndexId, PackId};
-use crate::repo::index::{Index, IndexFile, IndexPack, MarkedPack};
+use crate::repo::index::{Index, IndexPack, MarkedPack};
 use crate::repo::marker::PruneMarker;
 use crate::repo::pack_writer::WriterOptions;
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
-
-/// Blobs per written index file.
-const INDEX_FILE_BLOBS: usize = 50_000;
 
 pub fn execute(
     repo: &Repository,
@@ -55,15 +52,13 @@ pub fn execute(
         true => delete.extend(to_mark.drain(..).chain(unreferenced.iter().copied())),
         false => to_mark.extend(&unreferenced),
     }
-    let (live, marked) = new_listing(&plan, &to_mark, &delete, new_packs);
-    let written = write_index(repo, live, marked)?;
+    let (live, marked) = new_listing(&mut plan, &to_mark, &delete, new_packs);
+    let written = repo.save_index_packs(live, marked)?;
     rep.index_files_written = written.len();
     repo.backend().barrier()?;
 
     log("removing old index files");
-    plan.index_names
-        .par_iter()
-        .try_for_each(|n| ignore_gone(repo.backend().delete(&layout::in_dir(layout::INDEX, n))))?;
+    repo.delete_index_files(&plan.index_names)?;
     rep.index_files_removed = plan.index_names.len();
     repo.backend().barrier()?;
 
@@ -82,9 +77,10 @@ pub fn execute(
 }
 
 /// What the new index files list: every live pack once (kept, brought back, written by the
-/// repack) and every mark once (carried over, or new with this run's time).
+/// repack) and every mark once (carried over, or new with this run's time). The plan's index
+/// files are moved into it, not copied: prune holds one copy of the index's lists at a time.
 fn new_listing(
-    plan: &Plan,
+    plan: &mut Plan,
     to_mark: &[PackId],
     delete: &[PackId],
     new_packs: Vec<IndexPack>,
@@ -100,37 +96,39 @@ fn new_listing(
         host: host.clone(),
         blobs,
     };
+    let files = std::mem::take(&mut plan.files);
     let (mut live, mut marked, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
-    for f in &plan.files {
-        for p in &f.packs {
+    let mut old_marks = Vec::new();
+    for f in files {
+        for p in f.packs {
             if gone.contains(&p.id) || !seen.insert(p.id) {
                 continue;
             }
             match to_mark.contains(&p.id) {
-                true => marked.push(mark(p.id, p.blobs.clone())),
-                false => live.push(p.clone()),
+                true => marked.push(mark(p.id, p.blobs)),
+                false => live.push(p),
             }
         }
+        old_marks.extend(f.marked);
     }
     // Marks of packs no file lists as live: brought back, carried over, or dropped with the
     // pack. Of several marks of one pack the latest `delete_after` is kept (as the index does).
-    let mut latest: HashMap<PackId, &MarkedPack> = HashMap::new();
-    for m in plan.files.iter().flat_map(|f| &f.marked) {
+    let mut latest: HashMap<PackId, MarkedPack> = HashMap::new();
+    for m in old_marks {
         if seen.contains(&m.id) || gone.contains(&m.id) {
             continue;
         }
-        let slot = latest.entry(m.id).or_insert(m);
-        if m.delete_after > slot.delete_after {
-            *slot = m;
+        match latest.get(&m.id) {
+            Some(slot) if slot.delete_after >= m.delete_after => {}
+            _ => {
+                latest.insert(m.id, m);
+            }
         }
     }
     for (id, m) in latest {
         match back.contains(&id) {
-            true => live.push(IndexPack {
-                id,
-                blobs: m.blobs.clone(),
-            }),
-            false => marked.push(m.clone()),
+            true => live.push(IndexPack { id, blobs: m.blobs }),
+            false => marked.push(m),
         }
     }
     let listed: HashSet<PackId> = live.iter().map(|p| p.id).chain(marked.iter().map(|m| m.id)).collect();
@@ -156,31 +154,6 @@ fn spare_newly_listed(repo: &Repository, read: &[String], written: &[IndexId], d
     })?;
     delete.retain(|p| !live.contains(p));
     Ok(())
-}
-
-/// New index files listing `live` and `marked`, about [`INDEX_FILE_BLOBS`] blobs each; returns
-/// their ids.
-fn write_index(repo: &Repository, live: Vec<IndexPack>, marked: Vec<MarkedPack>) -> Result<Vec<IndexId>> {
-    let (mut out, mut blobs, mut written) = (IndexFile::default(), 0, Vec::new());
-    let mut flush = |out: &mut IndexFile, blobs: &mut usize, at_end: bool| -> Result<()> {
-        if *blobs >= INDEX_FILE_BLOBS || (at_end && !(out.packs.is_empty() && out.marked.is_empty())) {
-            written.push(repo.save_index(&std::mem::take(out))?);
-            *blobs = 0;
-        }
-        Ok(())
-    };
-    for p in live {
-        blobs += p.blobs.len();
-        out.packs.push(p);
-        flush(&mut out, &mut blobs, false)?;
-    }
-    for m in marked {
-        blobs += m.blobs.len().max(1);
-        out.marked.push(m);
-        flush(&mut out, &mut blobs, false)?;
-    }
-    flush(&mut out, &mut blobs, true)?;
-    Ok(written)
 }
 
 fn ignore_gone(r: std::result::Result<(), crate::backends::BackendError>) -> Result<()> {

@@ -94,12 +94,16 @@ pub fn rebuild(repo: &Repository, opts: &IndexOptions, log: &(dyn Fn(&str) + Syn
     }
     rep.packs_read = listed.len();
     if opts.dry_run {
-        rep.index_files_written = index_files(listed).len();
+        rep.index_files_written = index_files(listed, Vec::new()).len();
         rep.index_files_removed = old.len();
         return Ok(rep);
     }
     log("writing the new index");
-    let written: HashSet<String> = repo.save_index_packs(listed)?.iter().map(|i| i.to_hex()).collect();
+    let written: HashSet<String> = repo
+        .save_index_packs(listed, Vec::new())?
+        .iter()
+        .map(|i| i.to_hex())
+        .collect();
     rep.index_files_written = written.len();
     repo.backend().barrier()?;
     log("removing the old index files");
