@@ -127,25 +127,7 @@ fn verify(p: &Pbak, root: &Path, seed: u64, written: &HashMap<String, PathBuf>) 
         String::from_utf8_lossy(&c.stdout),
         String::from_utf8_lossy(&c.stderr)
     );
-    let snaps: serde_json::Value = serde_json::from_str(&p.ok(&["snapshots", "--json"])).unwrap();
-    for s in snaps.as_array().unwrap() {
-        let id = s["id"].as_str().unwrap();
-        let Some(copy) = written.get(id) else { continue };
-        let out = root.join("out");
-        let _ = fs::remove_dir_all(&out);
-        p.ok(&["restore", id, "--target", out.to_str().unwrap()]);
-        let src = PathBuf::from(s["paths"][0].as_str().unwrap());
-        let d = sh(&format!(
-            "diff -r '{}' '{}' && echo SAME",
-            copy.display(),
-            out.join(src.strip_prefix("/").unwrap()).display()
-        ));
-        assert_eq!(
-            d.trim(),
-            "SAME",
-            "seed {seed}: snapshot {id} does not restore what it backed up"
-        );
-    }
+    written_snapshots_restore(p, root, seed, written);
 }
 
 #[test]

@@ -67,6 +67,10 @@ fn unneeded_packs_are_marked_then_deleted_by_a_prune_after_the_grace_period() {
     let early = json(&p.ok(&["--json", "prune", "--delete-after", "3s"]));
     assert_eq!(early["packs_marked_kept"], first["packs_marked"], "{early}");
     assert_eq!(early["packs_deleted"], 0, "{early}");
+    // A zero grace period deletes the marked packs at once; the live ones are kept (the
+    // count once underflowed when marked packs were deleted).
+    let now = json(&p.ok(&["--json", "prune", "--dry-run", "--delete-after", "0s"]));
+    assert_eq!(now["packs_deleted"], first["packs_marked"], "{now}");
     std::thread::sleep(Duration::from_secs(4));
     let late = json(&p.ok(&["--json", "prune", "--delete-after", "3s"]));
     assert_eq!(late["packs_deleted"], first["packs_marked"], "{late}");
@@ -74,6 +78,8 @@ fn unneeded_packs_are_marked_then_deleted_by_a_prune_after_the_grace_period() {
         packs(&p.repo),
         before - first["packs_marked"].as_u64().unwrap() as usize
     );
+    assert_eq!(late["packs_kept"], packs(&p.repo) as u64, "{late}");
+    assert_eq!(now["packs_kept"], late["packs_kept"], "{now}");
     assert_eq!(p.run(&["check", "--read-data"]).status.code(), Some(0));
     restores_identical(&p, "latest", &a, dir.path());
 }

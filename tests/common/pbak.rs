@@ -260,3 +260,32 @@ impl Rng {
         (!v.is_empty()).then(|| &v[self.below(v.len())])
     }
 }
+
+/// Every snapshot in the repository that `written` has a copy for (by snapshot id) restores
+/// identical to that copy (`diff -r`); `scratch` is a directory to restore into.
+pub fn written_snapshots_restore(
+    p: &Pbak,
+    scratch: &Path,
+    seed: u64,
+    written: &std::collections::HashMap<String, PathBuf>,
+) {
+    let snaps: serde_json::Value = serde_json::from_str(&p.ok(&["snapshots", "--json"])).unwrap();
+    for s in snaps.as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        let Some(copy) = written.get(id) else { continue };
+        let out = scratch.join("out");
+        let _ = fs::remove_dir_all(&out);
+        p.ok(&["restore", id, "--target", out.to_str().unwrap()]);
+        let src = PathBuf::from(s["paths"][0].as_str().unwrap());
+        let d = sh(&format!(
+            "diff -r '{}' '{}' && echo SAME",
+            copy.display(),
+            out.join(src.strip_prefix("/").unwrap()).display()
+        ));
+        assert_eq!(
+            d.trim(),
+            "SAME",
+            "seed {seed}: snapshot {id} does not restore what it backed up"
+        );
+    }
+}

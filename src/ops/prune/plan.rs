@@ -190,9 +190,15 @@ fn count(p: &mut Plan, at_once: bool) {
     rep.packs_marked = p.mark.len();
     rep.packs_brought_back = p.bring_back.len();
     rep.packs_repacked = p.repack.len();
+    // Live packs that stay live, and marked ones listed live again. `delete` also holds
+    // marked packs whose time came, which were not live.
     let live = p.index.packs().len() - p.index.marks().count();
-    rep.packs_kept = live - p.mark.len() - p.repack.len() - if at_once { p.delete.len() } else { 0 };
-    rep.packs_kept += p.bring_back.len();
+    let live_deleted = p
+        .delete
+        .iter()
+        .filter(|id| p.index.pack_position(id).is_some_and(|pos| p.index.mark(pos).is_none()))
+        .count();
+    rep.packs_kept = live - p.mark.len() - p.repack.len() - live_deleted + p.bring_back.len();
     match at_once {
         true => rep.unreferenced_packs_deleted = p.unreferenced.len(),
         false => rep.unreferenced_packs_marked = p.unreferenced.len(),
