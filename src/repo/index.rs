@@ -20,27 +20,43 @@ pub const INDEX_FILE_BLOBS: usize = 50_000;
 /// `packs` and then `marked`, in order, as index files of about [`INDEX_FILE_BLOBS`] blobs
 /// each (a mark without blobs counts as one).
 pub fn index_files(packs: Vec<IndexPack>, marked: Vec<MarkedPack>) -> Vec<IndexFile> {
-    let (mut files, mut current, mut blobs) = (Vec::new(), IndexFile::default(), 0);
-    let mut full = |current: &mut IndexFile, blobs: &mut usize| {
-        if *blobs >= INDEX_FILE_BLOBS {
-            files.push(std::mem::take(current));
-            *blobs = 0;
-        }
-    };
-    for p in packs {
-        blobs += p.blobs.len();
-        current.packs.push(p);
-        full(&mut current, &mut blobs);
-    }
-    for m in marked {
-        blobs += m.blobs.len().max(1);
-        current.marked.push(m);
-        full(&mut current, &mut blobs);
-    }
-    if !(current.packs.is_empty() && current.marked.is_empty()) {
-        files.push(current);
-    }
+    let mut split = IndexSplitter::default();
+    let mut files: Vec<IndexFile> = packs.into_iter().filter_map(|p| split.push_pack(p)).collect();
+    files.extend(marked.into_iter().filter_map(|m| split.push_marked(m)));
+    files.extend(split.finish());
     files
+}
+
+/// Cuts a stream of live and marked packs into index files of about [`INDEX_FILE_BLOBS`]
+/// blobs each (a mark without blobs counts as one): each push returns a file once it is full,
+/// so a writer holds one file's lists at a time.
+#[derive(Default)]
+pub struct IndexSplitter {
+    current: IndexFile,
+    blobs: usize,
+}
+
+impl IndexSplitter {
+    pub fn push_pack(&mut self, p: IndexPack) -> Option<IndexFile> {
+        self.blobs += p.blobs.len();
+        self.current.packs.push(p);
+        self.full()
+    }
+    pub fn push_marked(&mut self, m: MarkedPack) -> Option<IndexFile> {
+        self.blobs += m.blobs.len().max(1);
+        self.current.marked.push(m);
+        self.full()
+    }
+    fn full(&mut self) -> Option<IndexFile> {
+        (self.blobs >= INDEX_FILE_BLOBS).then(|| {
+            self.blobs = 0;
+            std::mem::take(&mut self.current)
+        })
+    }
+    /// The last, partly filled file (none if nothing was pushed since the last full one).
+    pub fn finish(self) -> Option<IndexFile> {
+        (!(self.current.packs.is_empty() && self.current.marked.is_empty())).then_some(self.current)
+    }
 }
 
 /// Where a blob lives. `pack` indexes [`Index::packs`].

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::pack::{decode_header, SealedBlob};
 use crate::ids::{IndexId, PackId};
-use crate::repo::index::{Index, IndexPack, MarkedPack};
+use crate::repo::index::{Index, IndexFile, IndexPack, IndexSplitter, MarkedPack};
 use crate::repo::marker::PruneMarker;
 use crate::repo::pack_writer::WriterOptions;
 use crate::repo::Repository;
@@ -52,8 +52,7 @@ pub fn execute(
         true => delete.extend(to_mark.drain(..).chain(unreferenced.iter().copied())),
         false => to_mark.extend(&unreferenced),
     }
-    let (live, marked) = new_listing(&mut plan, &to_mark, &delete, new_packs);
-    let written = repo.save_index_packs(live, marked)?;
+    let written = write_new_index(repo, &plan, &to_mark, &delete, new_packs)?;
     rep.index_files_written = written.len();
     repo.backend().barrier()?;
 
@@ -76,15 +75,18 @@ pub fn execute(
     Ok(rep)
 }
 
-/// What the new index files list: every live pack once (kept, brought back, written by the
-/// repack) and every mark once (carried over, or new with this run's time). The plan's index
-/// files are moved into it, not copied: prune holds one copy of the index's lists at a time.
-fn new_listing(
-    plan: &mut Plan,
+/// Write the new index files: every live pack once (kept, brought back, written by the
+/// repack) and every mark once (carried over with the index's winning mark, or new with this
+/// run's time). The plan's index files are read again one batch at a time and each pack is
+/// passed on as it comes, so prune holds one new file's lists at a time, never the whole
+/// index's (a million-blob index's decoded lists are about 85 MB).
+fn write_new_index(
+    repo: &Repository,
+    plan: &Plan,
     to_mark: &[PackId],
     delete: &[PackId],
     new_packs: Vec<IndexPack>,
-) -> (Vec<IndexPack>, Vec<MarkedPack>) {
+) -> Result<Vec<IndexId>> {
     let to_mark: HashSet<PackId> = to_mark.iter().copied().collect();
     let gone: HashSet<PackId> = delete.iter().copied().collect();
     let back: HashSet<PackId> = plan.bring_back.iter().copied().collect();
@@ -96,48 +98,55 @@ fn new_listing(
         host: host.clone(),
         blobs,
     };
-    let files = std::mem::take(&mut plan.files);
-    let (mut live, mut marked, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
-    let mut old_marks = Vec::new();
-    for f in files {
+    let (mut split, mut written, mut seen) = (IndexSplitter::default(), Vec::new(), HashSet::new());
+    let mut save = |f: Option<IndexFile>| -> Result<()> {
+        if let Some(f) = f {
+            written.push(repo.save_index(&f)?);
+        }
+        Ok(())
+    };
+    repo.for_each_index_file(&plan.index_names, |_, f| {
         for p in f.packs {
             if gone.contains(&p.id) || !seen.insert(p.id) {
                 continue;
             }
-            match to_mark.contains(&p.id) {
-                true => marked.push(mark(p.id, p.blobs)),
-                false => live.push(p),
+            save(match to_mark.contains(&p.id) {
+                true => split.push_marked(mark(p.id, p.blobs)),
+                false => split.push_pack(p),
+            })?;
+        }
+        for m in f.marked {
+            // A pack some file lists as live is that listing's; of several marks of one pack
+            // the index holds the one that allows deletion last.
+            let pos = plan.index.pack_position(&m.id).expect("indexed");
+            let Some(winner) = plan.index.mark(pos) else { continue };
+            if gone.contains(&m.id) || !seen.insert(m.id) {
+                continue;
             }
+            save(match back.contains(&m.id) {
+                true => split.push_pack(IndexPack {
+                    id: m.id,
+                    blobs: m.blobs,
+                }),
+                false => split.push_marked(MarkedPack {
+                    marked_at: winner.marked_at,
+                    delete_after: winner.delete_after,
+                    host: winner.host.clone(),
+                    ..m
+                }),
+            })?;
         }
-        old_marks.extend(f.marked);
-    }
-    // Marks of packs no file lists as live: brought back, carried over, or dropped with the
-    // pack. Of several marks of one pack the latest `delete_after` is kept (as the index does).
-    let mut latest: HashMap<PackId, MarkedPack> = HashMap::new();
-    for m in old_marks {
-        if seen.contains(&m.id) || gone.contains(&m.id) {
-            continue;
-        }
-        match latest.get(&m.id) {
-            Some(slot) if slot.delete_after >= m.delete_after => {}
-            _ => {
-                latest.insert(m.id, m);
-            }
-        }
-    }
-    for (id, m) in latest {
-        match back.contains(&id) {
-            true => live.push(IndexPack { id, blobs: m.blobs }),
-            false => marked.push(m),
-        }
-    }
-    let listed: HashSet<PackId> = live.iter().map(|p| p.id).chain(marked.iter().map(|m| m.id)).collect();
-    for id in to_mark.iter().filter(|id| !listed.contains(id)) {
+        Ok(())
+    })?;
+    for id in to_mark.iter().filter(|id| !seen.contains(*id)) {
         // Stored packs no index listed: marked by name only.
-        marked.push(mark(*id, Vec::new()));
+        save(split.push_marked(mark(*id, Vec::new())))?;
     }
-    live.extend(new_packs);
-    (live, marked)
+    for p in new_packs {
+        save(split.push_pack(p))?;
+    }
+    save(split.finish())?;
+    Ok(written)
 }
 
 /// Right before deleting: a backup that was suspended since before this prune's plan may have
@@ -175,8 +184,10 @@ fn repack_packs(repo: &Repository, index: &Index, marks: &Marks, packs: &[PackId
     };
     let used = used_counts(index, marks, packs);
     let ((), written) = repo.write_packs(&writer, |sink| {
-        // A few packs at a time: read and verify in parallel, pack in order.
-        for group in packs.chunks(4) {
+        // One pack per core (at most four) at a time: read and verify in parallel, pack in
+        // order. Each pack in flight holds its bytes and its used blobs' copies.
+        let at_once = rayon::current_num_threads().clamp(1, 4);
+        for group in packs.chunks(at_once) {
             let blobs: Vec<Vec<SealedBlob>> = group
                 .par_iter()
                 .map(|pid| used_blobs(repo, index, marks, pid, &used))

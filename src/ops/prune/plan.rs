@@ -7,25 +7,25 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::ids::{AnyBlobId, PackId, SnapshotId, TreeId};
-use crate::repo::index::{Index, IndexBuilder, IndexFile};
+use crate::repo::index::{Index, IndexBuilder};
 use crate::repo::Repository;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Stored bytes of one pack's blobs, and of those in use.
+/// Stored bytes of one pack's blobs (as the first index file listing it says), and of
+/// those in use.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PackUse {
     pub total: u64,
     pub used: u64,
-    /// `total` was taken from the first index file listing the pack.
-    counted: bool,
 }
 
 /// Everything prune decided; [`super::execute::execute`] carries it out.
 pub struct Plan {
-    /// The index files read, by name and content.
+    /// The index files read, by name, in listing order. Their lists are not kept: the
+    /// compact index is all the plan needs, and execute reads the files again, one at a
+    /// time, to write the new ones (prune's memory is the compact index's, not the lists').
     pub index_names: Vec<String>,
-    pub files: Vec<IndexFile>,
     pub index: Index,
     /// Per pack of [`Index::packs`], in its order.
     pub usage: Vec<PackUse>,
@@ -112,12 +112,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
     // loader and must not be deleted with the old index files.
     let mut index_names = repo.backend().list(layout::INDEX)?;
     index_names.retain(|n| crate::ids::IndexId::from_hex(n).is_some());
-    let mut files = Vec::new();
-    repo.for_each_index_file(&index_names, |_, f| {
-        files.push(f);
-        Ok(())
-    })?;
-    let (index, mut usage) = merge(&files);
+    let (index, mut usage) = load(repo, &index_names)?;
 
     log("finding data in use");
     let snaps = repo.snapshots()?;
@@ -146,7 +141,6 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
         now,
         delete_after: now.saturating_add(opts.delete_after.num_seconds()),
         index_names,
-        files,
         index,
         usage,
         marks,
@@ -221,37 +215,32 @@ fn count(p: &mut Plan, at_once: bool) {
     };
 }
 
-/// One table of every pack listed (the first index file naming a pack wins) and each
-/// pack's total stored bytes.
-fn merge(files: &[IndexFile]) -> (Index, Vec<PackUse>) {
+/// One table of every pack listed (a pack listed live anywhere is live; see
+/// [`IndexBuilder::finish`]) and each pack's total stored bytes, from the first index file
+/// listing it; the files are decoded a few at a time and dropped.
+fn load(repo: &Repository, names: &[String]) -> Result<(Index, Vec<PackUse>)> {
     let mut builder = IndexBuilder::default();
-    let mut listed: HashSet<PackId> = HashSet::new();
-    for f in files {
-        for p in &f.packs {
-            if listed.insert(p.id) {
-                builder.add_pack(p);
-            }
-        }
-    }
-    for m in files.iter().flat_map(|f| &f.marked) {
-        if !listed.contains(&m.id) {
-            builder.add_marked(m);
-        }
-    }
-    let index = builder.finish();
-    let mut usage = vec![PackUse::default(); index.packs().len()];
-    let all = files.iter().flat_map(|f| {
+    let mut totals: HashMap<PackId, u64> = HashMap::new();
+    repo.for_each_index_file(names, |name, f| {
         let live = f.packs.iter().map(|p| (p.id, &p.blobs));
-        live.chain(f.marked.iter().map(|m| (m.id, &m.blobs)))
-    });
-    for (id, blobs) in all {
-        let u = &mut usage[index.pack_position(&id).expect("added") as usize];
-        if !u.counted {
-            u.total = blobs.iter().map(|b| b.length as u64).sum();
-            u.counted = true;
+        for (id, blobs) in live.chain(f.marked.iter().map(|m| (m.id, &m.blobs))) {
+            totals
+                .entry(id)
+                .or_insert_with(|| blobs.iter().map(|b| b.length as u64).sum());
         }
-    }
-    (index, usage)
+        builder.add_file(name, &f);
+        Ok(())
+    })?;
+    let index = builder.finish();
+    let usage = index
+        .packs()
+        .iter()
+        .map(|id| PackUse {
+            total: totals.get(id).copied().unwrap_or(0),
+            used: 0,
+        })
+        .collect();
+    Ok((index, usage))
 }
 
 /// Repack the emptiest packs first until the unused bytes left are within the limit.

@@ -11,11 +11,11 @@
 //! - Memory is bounded by the queues: at most [`BLOB_QUEUE`] sealed blobs wait for the
 //!   packer, and a finished pack is handed straight to an idle uploader.
 //! - With [`WriterOptions::index_every`], an index file is written every that many stored
-//!   packs and for the rest at the end, each after a durability barrier (packs before the
+//!   packs (or sooner, once they hold [`INDEX_FILE_BLOBS`] blobs) and for the rest at the end, each after a durability barrier (packs before the
 //!   index that names them), so an interrupted backup's packs are known to the next run.
 //!   Also when the producer or an upload fails, the packs already stored are indexed.
 
-use super::index::{IndexFile, IndexPack};
+use super::index::{IndexFile, IndexPack, INDEX_FILE_BLOBS};
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::layout;
@@ -238,7 +238,11 @@ impl Uploader<'_> {
         };
         let packs = {
             let mut d = self.done.lock().expect("lock");
-            if d.is_empty() || (!all && d.len() < every) {
+            // Every `every` packs, or sooner once the packs hold an index file's worth of
+            // blobs (small files make packs of tens of thousands of blobs; one index file per
+            // 8 such packs made million-blob files that every reader decoded whole).
+            let blobs: usize = d.iter().map(|p| p.blobs.len()).sum();
+            if d.is_empty() || (!all && d.len() < every && blobs < INDEX_FILE_BLOBS) {
                 return Ok(());
             }
             std::mem::take(&mut *d)
@@ -308,6 +312,44 @@ mod tests {
             raw_length: len as u32,
             compressed: false,
         }
+    }
+
+    #[test]
+    fn packs_of_many_small_blobs_get_index_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = local_repo(dir.path(), 1 << 20);
+        let n = 2 * INDEX_FILE_BLOBS + 20_000;
+        let opts = WriterOptions {
+            connections: 2,
+            dry_run: false,
+            index_every: Some(8),
+        };
+        let ((), written) = repo
+            .write_packs(&opts, |sink| {
+                (0..n as u32).try_for_each(|i| sink.send(blob(&repo, i, BlobKind::Data, 40)))
+            })
+            .unwrap();
+        let files: Vec<IndexFile> = written
+            .index_files
+            .iter()
+            .map(|id| repo.read_index_file(&id.to_hex()).unwrap())
+            .collect();
+        let packs: Vec<&IndexPack> = files.iter().flat_map(|f| &f.packs).collect();
+        // About 15,000 blobs a pack: fewer than 8 packs, which once made one file of all.
+        assert!(packs.len() < 16, "{} packs", packs.len());
+        let largest = packs.iter().map(|p| p.blobs.len()).max().unwrap();
+        let mut total = 0;
+        for f in &files {
+            let blobs: usize = f.packs.iter().map(|p| p.blobs.len()).sum();
+            assert!(blobs < INDEX_FILE_BLOBS + largest, "an index file of {blobs} blobs");
+            total += blobs;
+        }
+        assert_eq!(total, n, "every blob is indexed once");
+        assert!(
+            written.index_files.len() >= 3,
+            "{} index files",
+            written.index_files.len()
+        );
     }
 
     #[test]
