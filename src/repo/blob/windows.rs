@@ -172,6 +172,125 @@ impl TreeReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::{Backend, Location};
+    use crate::format::config::Config;
+    use crate::format::index::IndexPack;
+    use crate::format::keyfile::KdfParams;
+    use crate::format::pack::{encode_header, BlobEntry};
+    use crate::ids::PackId;
+    use crate::repo::index::IndexBuilder;
+
+    /// A local repository holding one pack of `n` tree blobs of 2,000 bytes each (their
+    /// plaintexts returned), and its index.
+    fn one_tree_pack(dir: &std::path::Path, n: u32) -> (Repository, Index, PackId, Vec<(BlobId, Vec<u8>)>) {
+        let loc = Location::parse(dir.to_str().unwrap()).unwrap();
+        let kdf = KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let repo = Repository::init(Backend::open(&loc, true).unwrap(), b"pw", kdf, Config::new()).unwrap();
+        let (mut bytes, mut entries, mut plains) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let plain: Vec<u8> = (0..2000u32).map(|j| (i * 7 + j * 13 + j / 5) as u8).collect();
+            let b = repo.seal_blob(BlobKind::Tree, &plain);
+            entries.push(BlobEntry {
+                id: b.id,
+                kind: BlobKind::Tree,
+                offset: bytes.len() as u32,
+                length: b.sealed.len() as u32,
+                raw_length: b.raw_length,
+                compressed: b.compressed,
+            });
+            bytes.extend_from_slice(&b.sealed);
+            plains.push((b.id, plain));
+        }
+        let (header, len) = encode_header(repo.key(), &entries);
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&len);
+        let id = PackId(*blake3::hash(&bytes).as_bytes());
+        repo.backend().put(&layout::pack(&id), bytes).unwrap();
+        let mut b = IndexBuilder::default();
+        b.add_pack(&IndexPack { id, blobs: entries });
+        (repo, b.finish(), id, plains)
+    }
+
+    /// Read every blob through a fresh reader: which failed, and the reads it took.
+    fn read_all(repo: &Repository, index: &Index, plains: &[(BlobId, Vec<u8>)]) -> (Vec<usize>, u64) {
+        let before = repo.backend().counts().class_b;
+        let reader = repo.tree_reader(index);
+        let mut failed = Vec::new();
+        for (i, (id, plain)) in plains.iter().enumerate() {
+            match reader.read(id) {
+                Ok(got) => assert_eq!(&got, plain, "blob {i}"),
+                Err(_) => failed.push(i),
+            }
+        }
+        (failed, repo.backend().counts().class_b - before)
+    }
+
+    #[test]
+    fn one_read_per_window_and_damage_fails_only_its_own_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, index, pack, plains) = one_tree_pack(dir.path(), 50);
+        assert!(repo.cache().is_none());
+        assert_eq!(read_all(&repo, &index, &plains), (vec![], 1), "one window, one read");
+        let file = dir.path().join(layout::pack(&pack));
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = |i: usize| index.get(&plains[i].0).unwrap().offset as usize;
+        // A flipped byte: that tree alone fails to open; the window is still read once.
+        bytes[at(20) + 100] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(read_all(&repo, &index, &plains), (vec![20], 1));
+        // Cut inside the last blob: the window cannot be read whole, so each tree is read
+        // alone (one read each, as without windows) and only the cut one fails.
+        bytes[at(20) + 100] ^= 1;
+        bytes.truncate(at(49) + 10);
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(read_all(&repo, &index, &plains), (vec![49], 1 + 50));
+        // A missing pack fails every tree in it, and nothing else goes wrong.
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read_all(&repo, &index, &plains).0, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn windows_hold_whole_tree_blobs_up_to_the_read_window() {
+        let mib = 1u32 << 20;
+        let entry = |i: u8, kind, offset, length| BlobEntry {
+            id: BlobId([i; 32]),
+            kind,
+            offset,
+            length,
+            raw_length: length,
+            compressed: false,
+        };
+        let (t, d) = (BlobKind::Tree, BlobKind::Data);
+        let mut b = IndexBuilder::default();
+        b.add_pack(&IndexPack {
+            id: PackId([1; 32]),
+            blobs: vec![
+                entry(1, t, 0, mib),
+                entry(2, t, mib, 2 * mib),
+                entry(3, t, 3 * mib, 2 * mib),
+                entry(4, t, 5 * mib, 5 * mib),
+                entry(5, t, 10 * mib, 100),
+            ],
+        });
+        b.add_pack(&IndexPack {
+            id: PackId([2; 32]),
+            blobs: vec![entry(6, d, 0, 100)],
+        });
+        let index = b.finish();
+        let cuts = cut(&index);
+        let m = mib as u64;
+        let tree_pack = index.pack_position(&PackId([1; 32])).unwrap();
+        assert_eq!(cuts.len(), 1, "data packs have no windows");
+        assert_eq!(
+            cuts[&tree_pack],
+            vec![(0, 3 * m), (3 * m, 5 * m), (5 * m, 10 * m), (10 * m, 10 * m + 100)],
+            "whole blobs, at most 4 MiB a window, a larger blob alone"
+        );
+    }
 
     #[test]
     fn kept_windows_stay_within_the_bound_oldest_dropped_first() {
