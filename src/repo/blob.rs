@@ -1,5 +1,9 @@
 //! Blobs: reading one (from the cache's tree packs or a ranged read) and opening it, the one
-//! place where a blob is authenticated, decompressed and checked against its id.
+//! place where a blob is authenticated, decompressed and checked against its id. Walks read
+//! their trees through `windows.rs` instead: by the window of a tree pack, not by the blob,
+//! when there is no cache.
+
+pub(super) mod windows;
 
 use super::index::Index;
 use super::Repository;

@@ -14,7 +14,13 @@
 //! directories (by path and id) or the trees on the path from the root, never a whole
 //! snapshot's trees. None recurses on the stack, so a snapshot of any depth walks (issue 11:
 //! 550 levels overflowed a thread's stack).
+//!
+//! The two walks read their trees through one [`TreeReader`] each: without the local cache,
+//! by the window of a tree pack (one ranged GET for all the trees in it, the fetched windows
+//! kept within 32 MiB), not one GET per tree; a level is read in the order the trees are
+//! stored, so the trees of one window are read together.
 
+use super::blob::windows::TreeReader;
 use super::index::Index;
 use super::Repository;
 use crate::error::{Error, Result};
@@ -105,12 +111,14 @@ impl Repository {
         first: &(dyn Fn(&TreeId, &TreeId) -> Result<bool> + Sync),
         visit: &(dyn Fn(&TreeId, Result<&Tree>) -> Result<()> + Sync),
     ) -> Result<()> {
+        let trees = self.tree_reader(index);
         let mut level = roots;
         while !level.is_empty() {
+            trees.sort_by_place(&mut level);
             let next: Vec<Vec<TreeId>> = level
                 .par_iter()
                 .map(|id| {
-                    let tree = match self.load_tree(index, id) {
+                    let tree = match trees.load(id) {
                         Ok(t) => t,
                         Err(e) => {
                             visit(id, Err(e))?;
@@ -145,11 +153,12 @@ impl Repository {
         visit: &(dyn Fn(&Path, &Node) -> Result<bool> + Sync),
     ) -> Result<()> {
         let dir = dir.to_path_buf();
+        let trees = self.tree_reader(index);
         match order {
             Order::Sequential => {
                 let mut todo = vec![(dir, *tree)];
                 while let Some((dir, tree)) = todo.pop() {
-                    let mut subdirs = self.walk_one(index, &tree, &dir, visit)?;
+                    let mut subdirs = walk_one(&trees, &tree, &dir, visit)?;
                     subdirs.reverse();
                     todo.extend(subdirs);
                 }
@@ -157,54 +166,8 @@ impl Repository {
             }
             Order::Parallel => {
                 let failed = std::sync::Mutex::new(None);
-                rayon::scope(|s| self.spawn_walk(s, index, (dir, *tree), visit, &failed));
+                rayon::scope(|s| spawn_walk(s, &trees, (dir, *tree), visit, &failed));
                 failed.into_inner().expect("lock").map_or(Ok(()), Err)
-            }
-        }
-    }
-
-    /// Visit the entries of one tree in name order; the subdirectories to descend into.
-    fn walk_one(
-        &self,
-        index: &Index,
-        tree: &TreeId,
-        dir: &Path,
-        visit: &(dyn Fn(&Path, &Node) -> Result<bool> + Sync),
-    ) -> Result<Vec<(PathBuf, TreeId)>> {
-        let t = self.load_tree(index, tree)?;
-        let mut subdirs = Vec::new();
-        for n in &t.nodes {
-            let path = dir.join(OsStr::from_bytes(&n.name));
-            let descend = visit(&path, n)?;
-            if let Some(st) = n.subtree.filter(|_| descend && n.is_dir()) {
-                subdirs.push((path, st));
-            }
-        }
-        Ok(subdirs)
-    }
-
-    /// One job of a parallel walk: visit a tree's entries, spawn a job per subdirectory.
-    /// Jobs return before their children run, so the stack does not grow with the depth.
-    /// The first error is kept and stops further jobs.
-    fn spawn_walk<'s>(
-        &'s self,
-        s: &rayon::Scope<'s>,
-        index: &'s Index,
-        (dir, tree): (PathBuf, TreeId),
-        visit: &'s (dyn Fn(&Path, &Node) -> Result<bool> + Sync),
-        failed: &'s Mutex<Option<crate::error::Error>>,
-    ) {
-        if failed.lock().expect("lock").is_some() {
-            return;
-        }
-        match self.walk_one(index, &tree, &dir, visit) {
-            Ok(subdirs) => {
-                for sub in subdirs {
-                    s.spawn(move |s| self.spawn_walk(s, index, sub, visit, failed));
-                }
-            }
-            Err(e) => {
-                failed.lock().expect("lock").get_or_insert(e);
             }
         }
     }
@@ -231,5 +194,49 @@ impl Repository {
             last = Some(node);
         }
         Ok((current, last))
+    }
+}
+
+/// Visit the entries of one tree in name order; the subdirectories to descend into.
+fn walk_one(
+    trees: &TreeReader,
+    tree: &TreeId,
+    dir: &Path,
+    visit: &(dyn Fn(&Path, &Node) -> Result<bool> + Sync),
+) -> Result<Vec<(PathBuf, TreeId)>> {
+    let t = trees.load(tree)?;
+    let mut subdirs = Vec::new();
+    for n in &t.nodes {
+        let path = dir.join(OsStr::from_bytes(&n.name));
+        let descend = visit(&path, n)?;
+        if let Some(st) = n.subtree.filter(|_| descend && n.is_dir()) {
+            subdirs.push((path, st));
+        }
+    }
+    Ok(subdirs)
+}
+
+/// One job of a parallel walk: visit a tree's entries, spawn a job per subdirectory.
+/// Jobs return before their children run, so the stack does not grow with the depth.
+/// The first error is kept and stops further jobs.
+fn spawn_walk<'s>(
+    s: &rayon::Scope<'s>,
+    trees: &'s TreeReader<'s>,
+    (dir, tree): (PathBuf, TreeId),
+    visit: &'s (dyn Fn(&Path, &Node) -> Result<bool> + Sync),
+    failed: &'s Mutex<Option<crate::error::Error>>,
+) {
+    if failed.lock().expect("lock").is_some() {
+        return;
+    }
+    match walk_one(trees, &tree, &dir, visit) {
+        Ok(subdirs) => {
+            for sub in subdirs {
+                s.spawn(move |s| spawn_walk(s, trees, sub, visit, failed));
+            }
+        }
+        Err(e) => {
+            failed.lock().expect("lock").get_or_insert(e);
+        }
     }
 }

@@ -11,7 +11,11 @@
 //! requests waiting for their response at once (from the request's head to the response's
 //! first byte: inside the client's own request, so it never overstates the client's
 //! concurrency).
+//!
+//! `counts` is every request received, by [`Kind`] (read from its head, so from the wire, not
+//! from pbak's own meter): the request budget test compares them with a table.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +31,49 @@ pub struct Faults {
     pub first: u64,
 }
 
+/// What an S3 request is, from its head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A GET of a whole object.
+    Get,
+    /// A GET with a `Range` header.
+    RangedGet,
+    Head,
+    Put,
+    Delete,
+    /// A GET of a bucket listing (`list-type=` or `prefix=` in the query).
+    List,
+    /// A POST (multipart uploads, multi-object deletes) or any other method.
+    Other,
+}
+
+impl Kind {
+    /// The kind of the request whose head is `head` (request line and headers).
+    pub fn of(head: &[u8]) -> Kind {
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text.split("\r\n");
+        let mut line = lines.next().unwrap_or("").split(' ');
+        let (method, target) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+        let query = target.split_once('?').map_or("", |q| q.1);
+        let listing = query
+            .split('&')
+            .any(|p| p.starts_with("list-type=") || p.starts_with("prefix="));
+        let ranged = lines.any(|l| l.to_ascii_lowercase().starts_with("range:"));
+        match method {
+            "GET" if listing => Kind::List,
+            "GET" if ranged => Kind::RangedGet,
+            "GET" => Kind::Get,
+            "HEAD" => Kind::Head,
+            "PUT" => Kind::Put,
+            "DELETE" => Kind::Delete,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Requests received, by kind.
+pub type Counts = BTreeMap<Kind, u64>;
+
 pub struct FaultyProxy {
     pub addr: String,
     pub faults: Arc<AtomicU64>,
@@ -34,6 +81,8 @@ pub struct FaultyProxy {
     pub peak: Arc<AtomicU64>,
     /// When each request arrived and whether it was answered with an error.
     pub log: Arc<Mutex<Vec<(Instant, bool)>>>,
+    /// Every request received (faulted ones too), by kind.
+    pub counts: Arc<Mutex<Counts>>,
 }
 
 fn rand(state: &AtomicU64) -> u64 {
@@ -102,16 +151,20 @@ impl FaultyProxy {
         let seen = Arc::new(AtomicU64::new(0));
         let peak = Arc::new(AtomicU64::new(0));
         let waiting = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Mutex::new(Counts::new()));
         let up = upstream.to_string();
         let (faults2, stalls2, log2, peak2) = (faults.clone(), stalls.clone(), log.clone(), peak.clone());
+        let counts2 = counts.clone();
         std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 let (up, f, seed, seen) = (up.clone(), f.clone(), seed.clone(), seen.clone());
                 let (waiting, peak) = (waiting.clone(), peak2.clone());
                 let (faults, stalls, log) = (faults2.clone(), stalls2.clone(), log2.clone());
+                let counts = counts2.clone();
                 std::thread::spawn(move || {
                     let mut c = c;
                     let Some((head, rest)) = read_head(&mut c) else { return };
+                    *counts.lock().unwrap().entry(Kind::of(&head)).or_default() += 1;
                     let n = seen.fetch_add(1, Ordering::Relaxed);
                     let r = (rand(&seed) % 1_000_000) as f64 / 1_000_000.0;
                     let may = f.first == 0 || n < f.first;
@@ -152,7 +205,13 @@ impl FaultyProxy {
             stalls,
             peak,
             log,
+            counts,
         }
+    }
+
+    /// The requests received since the last call, by kind (and start counting afresh).
+    pub fn take_counts(&self) -> Counts {
+        std::mem::take(&mut *self.counts.lock().unwrap())
     }
 }
 
