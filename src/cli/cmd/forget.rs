@@ -3,7 +3,6 @@
 use crate::cli::args::{Cli, KeepArgs, PruneArgs};
 use crate::cli::open_repo;
 use anyhow::Result;
-use chrono::Duration;
 use clap::Args;
 use pbak::ops::forget::audit::Run;
 use pbak::ops::forget::retention::{describe, parse_duration};
@@ -41,20 +40,20 @@ pub struct ForgetArgs {
 #[derive(Args, Debug)]
 pub struct ForgetRuleArgs {
     /// Keep the newest of each hour within this duration back from now (e.g. 2d12h)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within_hourly: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
     /// Keep the newest of each day within this duration back from now
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within_daily: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
     /// Keep the newest of each ISO week within this duration back from now
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within_weekly: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
     /// Keep the newest of each month within this duration back from now
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within_monthly: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
     /// Keep the newest of each year within this duration back from now
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub keep_within_yearly: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
     /// Keep snapshots with this tag (repeatable: any of them; `a,b` needs both)
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
@@ -64,8 +63,8 @@ pub struct ForgetRuleArgs {
     pub policy_file: Option<PathBuf>,
     /// Time zone of the hour, day, week, month and year buckets, an IANA name such as
     /// Europe/Berlin (default: the policy file's, else this machine's)
-    #[arg(long, value_name = "ZONE", value_parser = Zone::named)]
-    pub timezone: Option<Zone>,
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
     /// Append every decision to FILE as a JSON line before deleting (not with --dry-run)
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
@@ -77,12 +76,13 @@ pub struct ForgetRuleArgs {
 /// The policies, zone and clock this run applies.
 fn retention(f: &ForgetArgs) -> Result<Retention> {
     let r = &f.rules;
+    let duration = |d: &Option<String>| d.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg);
     let mut rules = f.keep.rules()?;
-    rules.within_hourly = r.keep_within_hourly;
-    rules.within_daily = r.keep_within_daily;
-    rules.within_weekly = r.keep_within_weekly;
-    rules.within_monthly = r.keep_within_monthly;
-    rules.within_yearly = r.keep_within_yearly;
+    rules.within_hourly = duration(&r.keep_within_hourly)?;
+    rules.within_daily = duration(&r.keep_within_daily)?;
+    rules.within_weekly = duration(&r.keep_within_weekly)?;
+    rules.within_monthly = duration(&r.keep_within_monthly)?;
+    rules.within_yearly = duration(&r.keep_within_yearly)?;
     rules.tags = r.keep_tag.clone();
     let (policies, file_zone) = match &r.policy_file {
         Some(path) if !rules.is_empty() => anyhow::bail!(
@@ -98,9 +98,13 @@ fn retention(f: &ForgetArgs) -> Result<Retention> {
         ),
         None => (Retention::command_line(rules), None),
     };
+    let zone = match &r.timezone {
+        Some(name) => Zone::named(name).map_err(anyhow::Error::msg)?,
+        None => file_zone.unwrap_or_else(Zone::local),
+    };
     Ok(Retention {
         policies,
-        zone: r.timezone.clone().or(file_zone).unwrap_or_else(Zone::local),
+        zone,
         now: chrono::Utc::now(),
         group_by: GroupBy::parse(&f.group_by)?,
         allow_remove_all: r.unsafe_allow_remove_all,
@@ -171,13 +175,14 @@ fn print_plan(cli: &Cli, run: &Run, groups: &[ForgetGroup], damaged: &[String]) 
             None => println!("snapshots of {} (no policy matches: kept):", g.key),
         }
         for v in &g.snapshots {
-            println!(
+            let line = format!(
                 "  {:<12} {} {}  {}",
                 if v.keep { "keep" } else { verb },
                 v.id.short(),
                 run.zone.format(v.snapshot.datetime()),
                 describe(&v.reasons)
             );
+            println!("{}", line.trim_end());
         }
     }
 }
