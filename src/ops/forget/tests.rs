@@ -353,6 +353,11 @@ fn fleet() -> Vec<Policy> {
 
 #[test]
 fn the_fleet_example_selects_per_host_and_path() {
+    let doc = include_str!("../../../docs/retention.md");
+    assert!(
+        doc.contains(FLEET),
+        "docs/retention.md quotes tests/data/fleet-policy.toml exactly"
+    );
     let p = fleet();
     let name = |host: &str, path: &str| policy::select(&p, &snap(host, &[path], &[], 0)).map(|p| p.name.clone());
     assert_eq!(name("hetzner", "/var/lib/postgresql").as_deref(), Some("databases"));
