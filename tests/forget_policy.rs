@@ -6,6 +6,7 @@ mod common;
 use common::pbak::*;
 use serde_json::Value;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -190,6 +191,18 @@ fn policies_decide_per_host_and_path_in_one_zone_with_an_audit_log() {
     let ds_unsafe = decisions(&json(&ok_at(&p, NOW, &unsafe_dry)));
     assert_eq!(find(&ds_unsafe, "2025-03-03T02:00:00Z")["action"], "remove");
 
+    // An audit log that cannot be written stops the run before anything is deleted.
+    let missing = dir.path().join("no/such/dir/audit.jsonl");
+    let mut unloggable = forget.to_vec();
+    *unloggable.last_mut().unwrap() = missing.to_str().unwrap();
+    let o = at(&p, NOW, &unloggable);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("audit log") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(json(&p.ok(&["snapshots", "--json"])).as_array().unwrap().len(), 12);
+
     // The real run: the log gets every decision before anything is deleted.
     let plan = json(&ok_at(&p, NOW, &forget));
     let removed: Vec<_> = decisions(&plan)
@@ -207,6 +220,7 @@ fn policies_decide_per_host_and_path_in_one_zone_with_an_audit_log() {
         .collect();
     assert_eq!(left.len(), 5, "{snaps}");
     assert!(removed.iter().all(|id| !left.contains(id)));
+    assert_eq!(fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
     let lines: Vec<Value> = fs::read_to_string(&log).unwrap().lines().map(json).collect();
     assert_eq!(lines.len(), 12);
     for l in &lines {

@@ -95,7 +95,7 @@ pub struct ForgetGroup {
 }
 
 /// How the rules are applied: by which policies, in which zone, counting back from when.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Retention {
     /// In order: the first that selects a snapshot decides it.
     pub policies: Vec<Policy>,
@@ -104,6 +104,19 @@ pub struct Retention {
     pub group_by: GroupBy,
     /// Let the rules remove the newest snapshot of a group too.
     pub allow_remove_all: bool,
+}
+
+/// No policy (every snapshot is kept), this machine's zone, now, no grouping.
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            policies: Vec::new(),
+            zone: Zone::local(),
+            now: Utc::now(),
+            group_by: GroupBy::default(),
+            allow_remove_all: false,
+        }
+    }
 }
 
 impl Retention {
