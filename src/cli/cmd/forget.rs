@@ -142,6 +142,15 @@ pub fn run(cli: &Cli, f: &ForgetArgs) -> Result<i32> {
 }
 
 fn print_plan(cli: &Cli, run: &Run, groups: &[ForgetGroup], damaged: &[String]) {
+    let unmatched: Vec<_> = groups.iter().filter(|g| g.policy.is_none()).collect();
+    if !unmatched.is_empty() {
+        let n: usize = unmatched.iter().map(|g| g.snapshots.len()).sum();
+        let keys: Vec<_> = unmatched.iter().map(|g| g.key.as_str()).collect();
+        eprintln!(
+            "warning: {n} snapshots match no policy and are kept ({}): add a policy for them",
+            keys.join("; ")
+        );
+    }
     if cli.json {
         let mut v: Vec<_> = groups
             .iter()
