@@ -85,7 +85,7 @@ pub enum Command {
     Restore(cmd::restore::RestoreArgs),
     /// Check the repository's structure, and with --read-data every stored byte
     Check(cmd::check::CheckArgs),
-    /// Remove snapshots by keep rules (per host and paths) or by id; --prune also frees their data
+    /// Remove snapshots by keep rules or a policy file (per host and paths) or by id; --prune also frees their data
     Forget(cmd::forget::ForgetArgs),
     /// Mark data no snapshot refers to (repacking partly used packs) and delete what an earlier prune marked, after --delete-after
     Prune(PruneArgs),
@@ -178,7 +178,8 @@ pub struct KeepArgs {
     /// Keep the newest of each of the last N years
     #[arg(long, default_value_t = 0)]
     pub keep_yearly: u32,
-    /// Keep everything within this duration of the newest (e.g. 2d12h; units y m w d h)
+    /// Keep everything newer than this duration (e.g. 2d12h; units y m w d h): `forget` counts
+    /// back from now, local snapshot retention from the newest snapshot
     #[arg(long)]
     pub keep_within: Option<String>,
 }
@@ -198,6 +199,7 @@ impl KeepArgs {
                 .map(parse_duration)
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
+            ..KeepRules::default()
         })
     }
 }

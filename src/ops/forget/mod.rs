@@ -1,5 +1,10 @@
-//! `forget`: which snapshots the keep rules remove (per group of host, paths or tags), and
-//! deleting them.
+//! `forget`: which snapshots the keep rules remove (per policy, and per group of host, paths
+//! or tags), and deleting them, with every decision in an audit log.
+//!
+//! Each snapshot is decided by the first policy that selects it (rules given as flags are one
+//! policy, `command-line`, that selects everything); a snapshot no policy selects is kept.
+//! Within a policy, groups are formed by `--group-by`, and the newest snapshot of each group
+//! is kept unless `allow_remove_all`. Snapshots named by id are removed whatever the rules say.
 //!
 //! A damaged snapshot object (one that does not authenticate or decode) is removed by its
 //! full id, by name: its time and paths are unknown, so no keep rule ever selects it.
@@ -8,7 +13,10 @@
 //! under that same lock (no backup can start in between); the deletions are made durable
 //! (a backend barrier) before prune reads the remaining snapshots or the operation returns.
 
+pub mod audit;
+pub mod policy;
 pub mod retention;
+pub mod zone;
 
 use crate::error::{Error, Result};
 use crate::format::layout;
@@ -17,7 +25,11 @@ use crate::ids::SnapshotId;
 use crate::ops::prune::{self, PruneOptions, PruneReport};
 use crate::repo::filter::SnapshotFilter;
 use crate::repo::{find_in, Repository, SnapshotScan};
-use retention::{keep, KeepRules};
+use chrono::{DateTime, Utc};
+use policy::Policy;
+use retention::{decide, Clock, Item, KeepRules, Reason};
+use std::path::PathBuf;
+use zone::Zone;
 
 /// Which snapshot fields form a retention group.
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,30 +75,106 @@ impl GroupBy {
     }
 }
 
-/// One retention group and the verdict for each of its snapshots (oldest first).
+/// One snapshot and what was decided for it.
+#[derive(Debug)]
+pub struct Verdict {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub keep: bool,
+    /// Why: the rules that keep it, or `snapshot-id` when it was named to be removed.
+    pub reasons: Vec<Reason>,
+}
+
+/// One retention group of one policy and the verdict for each of its snapshots (oldest first).
 #[derive(Debug)]
 pub struct ForgetGroup {
     pub key: String,
-    pub snapshots: Vec<(SnapshotId, Snapshot, bool)>,
+    /// `None`: no policy selects these snapshots, and they are kept.
+    pub policy: Option<String>,
+    pub snapshots: Vec<Verdict>,
 }
 
-/// Apply `rules` per group. Empty rules keep everything.
-pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, rules: &KeepRules, by: GroupBy) -> Vec<ForgetGroup> {
+/// How the rules are applied: by which policies, in which zone, counting back from when.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// In order: the first that selects a snapshot decides it.
+    pub policies: Vec<Policy>,
+    pub zone: Zone,
+    pub now: DateTime<Utc>,
+    pub group_by: GroupBy,
+    /// Let the rules remove the newest snapshot of a group too.
+    pub allow_remove_all: bool,
+}
+
+/// No policy (every snapshot is kept), this machine's zone, now, no grouping.
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            policies: Vec::new(),
+            zone: Zone::local(),
+            now: Utc::now(),
+            group_by: GroupBy::default(),
+            allow_remove_all: false,
+        }
+    }
+}
+
+impl Retention {
+    /// Rules given as flags: one policy for every snapshot.
+    pub fn command_line(rules: KeepRules) -> Vec<Policy> {
+        vec![Policy {
+            name: "command-line".into(),
+            selects: Default::default(),
+            keep: rules,
+        }]
+    }
+}
+
+/// Group the snapshots by policy and `group_by`, and decide each group.
+pub fn plan_forget(snaps: Vec<(SnapshotId, Snapshot)>, r: &Retention) -> Vec<ForgetGroup> {
     let mut groups: Vec<ForgetGroup> = Vec::new();
-    for (id, s) in snaps {
-        let key = by.key(&s);
-        match groups.iter_mut().find(|g| g.key == key) {
-            Some(g) => g.snapshots.push((id, s, true)),
+    for (id, snapshot) in snaps {
+        let key = r.group_by.key(&snapshot);
+        let policy = policy::select(&r.policies, &snapshot).map(|p| p.name.clone());
+        let v = Verdict {
+            id,
+            snapshot,
+            keep: true,
+            reasons: Vec::new(),
+        };
+        match groups.iter_mut().find(|g| g.key == key && g.policy == policy) {
+            Some(g) => g.snapshots.push(v),
             None => groups.push(ForgetGroup {
                 key,
-                snapshots: vec![(id, s, true)],
+                policy,
+                snapshots: vec![v],
             }),
         }
     }
+    let clock = Clock {
+        zone: &r.zone,
+        now: r.now,
+        keep_newest: !r.allow_remove_all,
+    };
     for g in &mut groups {
-        let times: Vec<_> = g.snapshots.iter().map(|(_, s, _)| s.datetime()).collect();
-        for (verdict, k) in g.snapshots.iter_mut().zip(keep(&times, rules)) {
-            verdict.2 = k;
+        let Some(p) = r.policies.iter().find(|p| Some(&p.name) == g.policy.as_ref()) else {
+            for v in &mut g.snapshots {
+                v.reasons = vec![Reason::new("no-policy", None)];
+            }
+            continue;
+        };
+        let items: Vec<_> = g
+            .snapshots
+            .iter()
+            .map(|v| Item {
+                time: v.snapshot.datetime(),
+                tags: &v.snapshot.tags,
+            })
+            .collect();
+        let why = decide(&items, &p.keep, clock);
+        for (v, reasons) in g.snapshots.iter_mut().zip(why) {
+            v.keep = !reasons.is_empty();
+            v.reasons = reasons;
         }
     }
     groups
@@ -123,19 +211,20 @@ pub fn delete_snapshot(repo: &Repository, id: &SnapshotId) -> Result<()> {
 pub struct ForgetOptions {
     /// Snapshots to remove (`latest` or id prefixes), besides those the rules remove.
     pub snapshots: Vec<String>,
-    pub rules: KeepRules,
+    pub retention: Retention,
     /// Only these snapshots are considered, by the rules and by `snapshots` alike.
     pub filter: SnapshotFilter,
-    pub group_by: GroupBy,
     pub dry_run: bool,
+    /// Append every decision here (not in a dry run).
+    pub audit_log: Option<PathBuf>,
     /// Prune afterwards, under the same lock (its `dry_run` is its own).
     pub prune: Option<PruneOptions>,
 }
 
 #[derive(Debug)]
 pub struct ForgetReport {
-    /// The plan: every considered snapshot, with `false` for those removed (or, in a dry
-    /// run, that would be).
+    /// The plan: every considered snapshot, with `keep == false` for those removed (or, in a
+    /// dry run, that would be).
     pub groups: Vec<ForgetGroup>,
     /// Damaged snapshot objects removed by name (`snapshots/…`; in a dry run, that would be).
     pub damaged: Vec<String>,
@@ -143,14 +232,33 @@ pub struct ForgetReport {
     pub pruned: Option<PruneReport>,
 }
 
-/// Resolve the explicit ids, plan, delete unless a dry run, make the deletions durable, then
-/// prune if asked (under prune's marker; forget itself needs no lock: deleting a snapshot
-/// object only ever makes a concurrent prune keep more). `on_plan` sees the plan before anything is deleted;
-/// `log` gets prune's progress lines.
+impl ForgetOptions {
+    /// The context of this run's decisions.
+    pub fn audit_run(&self) -> audit::Run<'_> {
+        audit::Run {
+            now: self.retention.now,
+            zone: &self.retention.zone,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// Every decision of a plan: the groups', then the damaged objects'.
+pub fn decisions<'a>(run: &'a audit::Run, groups: &'a [ForgetGroup], damaged: &[String]) -> Vec<audit::Decision<'a>> {
+    let mut all: Vec<_> = groups.iter().flat_map(|g| run.group(g)).collect();
+    all.extend(damaged.iter().map(|n| run.damaged(n)));
+    all
+}
+
+/// Resolve the explicit ids, plan, log and delete unless a dry run, make the deletions
+/// durable, then prune if asked (under prune's marker; forget itself needs no lock: deleting
+/// a snapshot object only ever makes a concurrent prune keep more). `on_plan` sees the plan
+/// (and the damaged objects to remove) before anything is logged or deleted; `log` gets
+/// prune's progress lines.
 pub fn run(
     repo: &Repository,
     opts: &ForgetOptions,
-    on_plan: &mut dyn FnMut(&[ForgetGroup]),
+    on_plan: &mut dyn FnMut(&[ForgetGroup], &[String]),
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<ForgetReport> {
     repo.require_writable_format()?;
@@ -161,19 +269,21 @@ pub fn run(
     let scan = repo.scan_snapshots()?;
     scan.warn();
     let (explicit, damaged) = resolve(&scan, &opts.snapshots)?;
-    let mut groups = plan_forget(opts.filter.apply(scan.good), &opts.rules, opts.group_by);
-    // Empty rules keep everything, so ids given alone remove just those; with rules, both apply.
-    for g in &mut groups {
-        for (id, _, keep) in &mut g.snapshots {
-            if explicit.contains(id) {
-                *keep = false;
-            }
+    let mut groups = plan_forget(opts.filter.apply(scan.good), &opts.retention);
+    // Snapshots named by id go whatever the rules say.
+    for v in groups.iter_mut().flat_map(|g| &mut g.snapshots) {
+        if explicit.contains(&v.id) {
+            v.keep = false;
+            v.reasons = vec![Reason::new("snapshot-id", None)];
         }
     }
-    on_plan(&groups);
+    on_plan(&groups, &damaged);
     if !opts.dry_run {
-        for (id, _, _) in groups.iter().flat_map(|g| &g.snapshots).filter(|s| !s.2) {
-            delete_snapshot(repo, id)?;
+        if let Some(path) = &opts.audit_log {
+            audit::append(path, &decisions(&opts.audit_run(), &groups, &damaged))?;
+        }
+        for v in groups.iter().flat_map(|g| &g.snapshots).filter(|v| !v.keep) {
+            delete_snapshot(repo, &v.id)?;
         }
         for name in &damaged {
             repo.backend().delete(name)?;
@@ -191,3 +301,6 @@ pub fn run(
         pruned,
     })
 }
+
+#[cfg(test)]
+mod tests;
