@@ -79,6 +79,8 @@ pub enum Command {
     Btrfs(cmd::btrfs::BtrfsCommand),
     /// List snapshots
     Snapshots(cmd::snapshots::SnapshotsArgs),
+    /// Sizes from the index and trees: restore, deduplicated and stored size, what only each snapshot, host and path holds, what prune would free
+    Stats(cmd::stats::StatsArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

@@ -103,6 +103,7 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::SnapshotBackup(a) => cmd::snapshot_backup::run(cli, a),
         Command::Btrfs(c) => cmd::btrfs::run(cli, c),
         Command::Snapshots(a) => cmd::snapshots::run(cli, a),
+        Command::Stats(a) => cmd::stats::run(cli, a),
         Command::Ls(a) => cmd::ls::run(cli, a),
         Command::Restore(a) => cmd::restore::run(cli, a),
         Command::Check(a) => cmd::check::run(cli, a),

@@ -14,4 +14,5 @@ pub mod repair;
 pub mod restore;
 pub mod snapshot_backup;
 pub mod snapshots;
+pub mod stats;
 pub mod unlock;
