@@ -20,6 +20,9 @@ $SUDO modprobe btrfs 2>/dev/null || true
 # A real S3 server (moto from PyPI, in /opt/pbak-moto) on 127.0.0.1 for tests/s3.rs.
 s3_env=$(./scripts/s3-server.sh start)
 eval "$s3_env"
+# prometheus_client's own parser checks the metrics file of `pbak status` (tests/accounting.rs).
+/opt/pbak-moto/bin/python -c 'import prometheus_client' 2>/dev/null ||
+  /opt/pbak-moto/bin/pip install -q --disable-pip-version-check prometheus_client >&2
 trap './scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 
 cargo fmt --all -- --check

@@ -81,6 +81,10 @@ pub enum Command {
     Snapshots(cmd::snapshots::SnapshotsArgs),
     /// Sizes from the index and trees: restore, deduplicated and stored size, what only each snapshot, host and path holds, what prune would free
     Stats(cmd::stats::StatsArgs),
+    /// The monthly cost estimate on B2 (storage, transactions, egress) and its projection; exit 1 at --warn, 2 at --critical
+    Cost(cmd::cost::CostArgs),
+    /// Are all hosts backed up (--max-age), was the repository checked, what it costs: exit 0 ok, 1 warning, 2 critical
+    Status(cmd::status::StatusArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

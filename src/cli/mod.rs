@@ -7,6 +7,7 @@ mod args;
 mod cmd;
 mod output;
 mod password;
+mod record;
 
 use anyhow::{Context, Result};
 use args::{Cli, Command};
@@ -69,6 +70,7 @@ fn open_repo_cached(cli: &Cli, cache: bool) -> Result<Repository> {
     let backend = open_backend(cli, false)?;
     let pw = password::get(cli, "repository password")?;
     let repo = Repository::open(backend, &pw)?;
+    record::opened(repo.run_writer());
     Ok(repo.with_cache(cache.then(pbak::repo::cache::default_root).flatten()))
 }
 
@@ -87,7 +89,26 @@ fn run(cli: &Cli) -> Result<i32> {
     if let Some(f) = &cli.env_file {
         pbak::secrets::load_env_file(f)?;
     }
+    let start = std::time::Instant::now();
     let code = command(cli);
+    let counts = || OPENED.get().map(|b| b.counts());
+    let ops = counts().map(|c| pbak::format::run::Ops {
+        class_a: c.class_a,
+        class_b: c.class_b,
+        class_c: c.class_c,
+        bytes_up: c.bytes_up,
+        bytes_down: c.bytes_down,
+    });
+    match &code {
+        Ok(c) => record::finish(cli, start, *c, None, ops),
+        Err(e) => {
+            let line = match e.downcast_ref::<pbak::Error>() {
+                Some(pe) => pe.to_string(),
+                None => format!("{e:#}"),
+            };
+            record::finish(cli, start, 1, Some(line), ops);
+        }
+    }
     if cli.ops {
         if let Some(b) = OPENED.get() {
             eprintln!("{}", serde_json::json!({ "backend": b.counts() }));
@@ -104,6 +125,8 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Btrfs(c) => cmd::btrfs::run(cli, c),
         Command::Snapshots(a) => cmd::snapshots::run(cli, a),
         Command::Stats(a) => cmd::stats::run(cli, a),
+        Command::Cost(a) => cmd::cost::run(cli, a),
+        Command::Status(a) => cmd::status::run(cli, a),
         Command::Ls(a) => cmd::ls::run(cli, a),
         Command::Restore(a) => cmd::restore::run(cli, a),
         Command::Check(a) => cmd::check::run(cli, a),

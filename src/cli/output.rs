@@ -94,6 +94,11 @@ pub fn backup_done(cli: &Cli, r: &BackupResult, ops: OpCounts) {
 
 /// [`backup_done`] with one more key in the JSON object.
 pub fn backup_done_with(cli: &Cli, r: &BackupResult, ops: OpCounts, extra: Option<(&str, serde_json::Value)>) {
+    crate::cli::record::note(|n| {
+        n.snapshots.extend(r.id.map(|i| i.to_hex()));
+        n.paths.extend(r.snapshot.paths.iter().cloned());
+        n.bytes_added += r.snapshot.summary.bytes_added;
+    });
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }

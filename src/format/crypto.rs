@@ -39,6 +39,8 @@ pub enum Kind {
     Snapshot,
     PackHeader,
     PruneMarker,
+    /// A record of what runs did (`runs/`, FORMAT.md §9).
+    Run,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Snapshot => b"pbak snapshot",
             Kind::PackHeader => b"pbak pack header",
             Kind::PruneMarker => b"pbak prune marker",
+            Kind::Run => b"pbak run record",
         }
     }
 }

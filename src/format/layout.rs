@@ -11,6 +11,8 @@ pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const LOCKS: &str = "locks";
+/// Records of what each run did (format 2, §9): read by `cost` and `status`.
+pub const RUNS: &str = "runs";
 /// The prune marker (format 2): the one object only prune writes.
 pub const PRUNE_MARKER: &str = "prune";
 /// A name never written: forget and prune delete it to learn whether their key may delete.

@@ -12,6 +12,7 @@ pub mod keyfile;
 pub mod layout;
 pub mod lock;
 pub mod pack;
+pub mod run;
 pub mod snapshot;
 pub mod tree;
 

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod cost;
 pub mod forget;
 pub mod key;
 pub mod ls;
@@ -13,3 +14,4 @@ pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod status;

@@ -14,6 +14,7 @@ pub mod marker;
 mod open;
 pub mod pack_reader;
 pub mod pack_writer;
+pub mod runs;
 pub mod walk;
 
 use crate::backends::Backend;

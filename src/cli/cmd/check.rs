@@ -44,6 +44,10 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<i32> {
 }
 
 fn print(cli: &Cli, r: &CheckReport) {
+    crate::cli::record::note(|n| {
+        n.check_errors = Some(r.errors.len() as u64);
+        n.check_warnings = Some(r.warnings.len() as u64);
+    });
     if cli.json {
         println!("{}", json!(r));
         return;

@@ -33,6 +33,9 @@ pub fn log(cli: &Cli) -> impl Fn(&str) + Sync {
 }
 
 pub fn print(cli: &Cli, r: &PruneReport) {
+    if !r.dry_run {
+        crate::cli::record::note(|n| n.bytes_freed += r.bytes_freed);
+    }
     if cli.json {
         println!("{}", json!(r));
         return;

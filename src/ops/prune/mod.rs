@@ -118,6 +118,8 @@ pub struct PruneReport {
     pub index_files_written: usize,
     /// Partly written packs a killed backup or prune left in a local repository's `.tmp/`.
     pub temp_packs_removed: usize,
+    /// Run records older than a week folded into one object.
+    pub run_files_compacted: usize,
 }
 
 /// `pbak prune`: plan, then (unless a dry run) execute, under the prune marker (a dry run
@@ -132,8 +134,14 @@ pub fn run(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) 
         }
     };
     let plan = plan::plan(repo, opts, log)?;
+    let now = plan.now;
     match marker {
         None => Ok(plan.report),
-        Some(m) => execute::execute(repo, plan, &m, log),
+        Some(m) => {
+            let mut rep = execute::execute(repo, plan, &m, log)?;
+            // Run records older than a week are folded into one object (`repo::runs`).
+            rep.run_files_compacted = repo.compact_runs(now)?;
+            Ok(rep)
+        }
     }
 }
