@@ -142,6 +142,31 @@ impl LocalRoot {
         written
     }
 
+    /// Store `data` under `path` only if nothing is there: a fsynced temporary file, hard
+    /// linked into place (the link fails if the name exists, atomically), then removed.
+    /// `Ok(false)` if the name was taken; an error also where the filesystem cannot link.
+    pub fn put_new(&self, path: &str, data: &[u8]) -> BResult<bool> {
+        let dest = Path::new(&self.root).join(path);
+        let dir = self.tmp();
+        let tmp = dir.join(format!("new.{}", random_hex()));
+        let local = |op, source| BackendError::Local {
+            op,
+            path: dest.display().to_string(),
+            source,
+        };
+        create_dirs(&dir).map_err(|e| local("create directory for", e))?;
+        let written = create_file(&tmp)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .map_err(|e| local("write", e))
+            .and_then(|()| match std::fs::hard_link(&tmp, &dest) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(local("link into", e)),
+            });
+        let _ = std::fs::remove_file(&tmp);
+        written
+    }
+
     /// Rename `from` to `dest`, creating `dest`'s missing parents 0700.
     fn rename_into_place(&self, from: &Path, dest: &Path) -> BResult<()> {
         let local = |op, source| BackendError::Local {

@@ -219,6 +219,16 @@ impl Backend {
             .map(|_| ())
     }
 
+    /// On a local repository, store `data` under `path` only if the name is free
+    /// (`Some(true)`), atomically; `Some(false)` if it is taken. `None` where the backend
+    /// cannot do it (remote stores, filesystems without hard links): use `put`.
+    pub fn put_new(&self, path: &str, data: &[u8]) -> Option<bool> {
+        let l = self.local.as_ref()?;
+        self.meter
+            .run(Op::Put(data.len() as u64), || l.put_new(path, data))
+            .ok()
+    }
+
     /// Store the concatenation of `parts` under `path` atomically, without joining them first.
     pub fn put_parts(&self, path: &str, parts: Vec<Vec<u8>>) -> BResult<()> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();

@@ -105,3 +105,15 @@ fn a_missing_local_repository_is_an_error_unless_created() {
     b.put("config", b"c".to_vec()).unwrap();
     assert!(p.join("config").is_file());
 }
+
+#[test]
+fn put_new_creates_only_a_free_name_and_leaves_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), false).unwrap();
+    assert_eq!(b.put_new("marker", b"first"), Some(true));
+    assert_eq!(b.put_new("marker", b"second"), Some(false));
+    assert_eq!(b.get("marker").unwrap(), b"first");
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join(".tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    at(b.counts(), (2, 1, 0, 11, 5));
+}

@@ -1,4 +1,4 @@
-//! This process's run record (docs/FORMAT.md §9): the commands that change or verify the
+//! This process's run record (docs/FORMAT.md §8.4): the commands that change or verify the
 //! repository — backup, snapshot-backup, forget, prune, check, restore — store what they did
 //! in `runs/` after the command ran, whether it succeeded or not, so that `cost` and
 //! `status` on any host see the fleet. Dry runs record nothing. A record that cannot be

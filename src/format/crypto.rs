@@ -39,7 +39,7 @@ pub enum Kind {
     Snapshot,
     PackHeader,
     PruneMarker,
-    /// A record of what runs did (`runs/`, FORMAT.md §9).
+    /// A record of what runs did (`runs/`, FORMAT.md §8.4).
     Run,
 }
 

@@ -11,7 +11,7 @@ pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const LOCKS: &str = "locks";
-/// Records of what each run did (format 2, §9): read by `cost` and `status`.
+/// Records of what each run did (format 2, FORMAT.md §8.4): read by `cost` and `status`.
 pub const RUNS: &str = "runs";
 /// The prune marker (format 2): the one object only prune writes.
 pub const PRUNE_MARKER: &str = "prune";

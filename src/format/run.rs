@@ -1,4 +1,4 @@
-//! Run records (`runs/<id>`, docs/FORMAT.md §9): what a backup, prune, check, restore or
+//! Run records (`runs/<time>-<id>`, docs/FORMAT.md §8.4): what a backup, prune, check, restore or
 //! forget did, written by every host so that `cost` and `status` see the whole fleet. A run
 //! file is JSON, sealed as [`crate::format::crypto::Kind::Run`]; unknown fields are ignored,
 //! so later versions may add some.

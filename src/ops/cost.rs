@@ -4,7 +4,8 @@
 //! download egress beyond the free allowance; plus a projection at the recent net growth.
 //!
 //! Prices are [`Prices`], never constants in the logic; the defaults are B2's published
-//! prices as read on 2026-12-02 (docs/cost.md says where and how to override them).
+//! prices (README, "Size, cost and status", says where they come from and how to override
+//! them).
 
 use crate::error::Result;
 use crate::format::layout;

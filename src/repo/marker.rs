@@ -131,14 +131,26 @@ impl Repository {
             command: "prune".into(),
             boot: boot(),
         };
-        self.backend().put(layout::PRUNE_MARKER, info.seal(self.key()))?;
-        // Of two prunes that wrote at once, the later write wins; the other backs off. The
-        // wait outlasts the time between another prune's first read and its write: a round
-        // trip to remote storage, microseconds on a local disk.
-        let settle = if self.backend().is_local() { 20 } else { 200 };
-        std::thread::sleep(Duration::from_millis(settle));
-        if let Some(o) = self.prune_marker()?.filter(|o| !same(o, &info)) {
-            return Err(refuse(o));
+        let sealed = info.seal(self.key());
+        // On a local disk with no marker present the marker is created exclusively: no two
+        // prunes can both succeed, and no wait is needed.
+        let created = self.backend().put_new(layout::PRUNE_MARKER, &sealed);
+        if created != Some(true) {
+            if created == Some(false) {
+                // Another prune wrote one since we looked, or a stale one is there.
+                if let Some(o) = self.prune_marker()?.filter(|o| !o.is_stale(now())) {
+                    return Err(refuse(o));
+                }
+            }
+            self.backend().put(layout::PRUNE_MARKER, sealed)?;
+            // Of two prunes that wrote at once, the later write wins; the other backs off.
+            // The wait outlasts the time between another prune's first read and its write: a
+            // round trip to remote storage, microseconds on a local disk.
+            let settle = if self.backend().is_local() { 20 } else { 200 };
+            std::thread::sleep(Duration::from_millis(settle));
+            if let Some(o) = self.prune_marker()?.filter(|o| !same(o, &info)) {
+                return Err(refuse(o));
+            }
         }
         let shared = Arc::new(Shared {
             info: Mutex::new(info),

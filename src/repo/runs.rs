@@ -1,4 +1,4 @@
-//! Run records in the repository (`runs/`, docs/FORMAT.md §9): every host appends one small
+//! Run records in the repository (`runs/`, docs/FORMAT.md §8.4): every host appends one small
 //! object per run; prune folds the ones older than a week into one object per compaction,
 //! summed per UTC day, host and command, so the history stays small (a few hundred bytes per
 //! host and command a day) and `cost` and `status` read a handful of objects.
