@@ -81,6 +81,15 @@ fn recorded_operations_equal_what_the_s3_server_received() {
     let cost = json(&p.ok(&["--json", "cost"]));
     assert_eq!(history_sums(&cost), wire, "recorded vs received (A, B, C): {cost}");
     assert!(wire[1] > 10 && wire[2] > 10, "{wire:?}");
+    // Backups and the prune record the stored size after them (blob bytes of the packs: at
+    // most what the listing counts, which adds headers, index files and snapshots).
+    let hist = cost["stored_history"].as_array().unwrap();
+    assert_eq!(hist.len(), 3, "{cost}");
+    let last = hist[2][1].as_u64().unwrap();
+    assert!(
+        last > 700_000 && last <= cost["stored_bytes"].as_u64().unwrap(),
+        "{cost}"
+    );
     // Hand-computed, with no free transactions: one day of history.
     let price = json(&p.ok(&[
         "--json",

@@ -98,6 +98,7 @@ pub fn backup_done_with(cli: &Cli, r: &BackupResult, ops: OpCounts, extra: Optio
         n.snapshots.extend(r.id.map(|i| i.to_hex()));
         n.paths.extend(r.snapshot.paths.iter().cloned());
         n.bytes_added += r.snapshot.summary.bytes_added;
+        n.stored_bytes = Some(r.stored_bytes);
     });
     for w in &r.warnings {
         eprintln!("warning: {w}");

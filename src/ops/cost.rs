@@ -120,8 +120,11 @@ pub struct CostReport {
     pub egress_usd: f64,
     /// The monthly estimate: storage + transactions + egress.
     pub monthly_usd: f64,
-    /// Net bytes added per month at the recent rate (added minus freed).
+    /// Bytes added per month at the recent rate: from the stored sizes runs recorded when
+    /// they span a day or more, else from bytes added minus freed.
     pub growth_bytes_per_month: i64,
+    /// The stored sizes runs recorded (time, bytes), oldest first, within `days`.
+    pub stored_history: Vec<(i64, u64)>,
     pub projections: Vec<Projection>,
     pub level: Level,
     pub history: Vec<Day>,
@@ -181,11 +184,20 @@ pub fn estimate(stored_bytes: u64, records: &[RunRecord], now: i64, prices: &Pri
         let free = stored as f64 * prices.free_egress_ratio;
         ((down_per_month as f64 - free).max(0.0)) / 1e9 * prices.egress_per_gb
     };
-    let net: i64 = history
-        .iter()
-        .map(|d| d.bytes_added as i64 - d.bytes_freed as i64)
-        .sum();
-    let growth = (net as f64 / window as f64 * MONTH_DAYS) as i64;
+    let mut stored_history: Vec<(i64, u64)> = recent.iter().filter_map(|r| Some((r.time, r.stored_bytes?))).collect();
+    stored_history.sort();
+    let growth = match (stored_history.first(), stored_history.last()) {
+        (Some(a), Some(b)) if b.0 - a.0 >= DAY => {
+            ((b.1 as f64 - a.1 as f64) / ((b.0 - a.0) as f64 / DAY as f64) * MONTH_DAYS) as i64
+        }
+        _ => {
+            let net: i64 = history
+                .iter()
+                .map(|d| d.bytes_added as i64 - d.bytes_freed as i64)
+                .sum();
+            (net as f64 / window as f64 * MONTH_DAYS) as i64
+        }
+    };
     let transactions = class_b_usd + class_c_usd;
     let monthly = storage(stored_bytes) + transactions + egress(stored_bytes);
     let projections = [12u32, 24]
@@ -218,6 +230,7 @@ pub fn estimate(stored_bytes: u64, records: &[RunRecord], now: i64, prices: &Pri
         egress_usd: egress(stored_bytes),
         monthly_usd: monthly,
         growth_bytes_per_month: growth,
+        stored_history,
         projections,
         level,
         history,
@@ -306,6 +319,25 @@ mod tests {
             estimate(1_010_000_000_000, &records, now, &p, &th).level,
             Level::Critical
         );
+    }
+
+    #[test]
+    fn growth_follows_the_recorded_stored_sizes() {
+        let now = 20_000 * DAY;
+        let mut a = rec(now - 10 * DAY, 0, 0, 0, 5_000_000_000);
+        a.stored_bytes = Some(1_000_000_000_000);
+        let mut b = rec(now, 0, 0, 0, 5_000_000_000);
+        b.stored_bytes = Some(1_010_000_000_000);
+        let r = estimate(
+            1_010_000_000_000,
+            &[a, b],
+            now,
+            &Prices::default(),
+            &Thresholds::default(),
+        );
+        // 10 GB in 10 days: 1 GB a day, 30.44 GB a month (not the 10 GB added over 11 days).
+        assert_eq!(r.growth_bytes_per_month, 30_440_000_000);
+        assert_eq!(r.stored_history.len(), 2);
     }
 
     #[test]

@@ -319,6 +319,10 @@ impl Index {
     pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
+    /// Stored bytes of every blob listed (each copy once), live and marked packs.
+    pub fn stored_bytes(&self) -> u64 {
+        self.entries.iter().chain(&self.others).map(|e| e.length as u64).sum()
+    }
     pub fn blob_count(&self) -> usize {
         self.entries.len()
     }

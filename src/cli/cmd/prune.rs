@@ -34,7 +34,10 @@ pub fn log(cli: &Cli) -> impl Fn(&str) + Sync {
 
 pub fn print(cli: &Cli, r: &PruneReport) {
     if !r.dry_run {
-        crate::cli::record::note(|n| n.bytes_freed += r.bytes_freed);
+        crate::cli::record::note(|n| {
+            n.bytes_freed += r.bytes_freed;
+            n.stored_bytes = Some(r.stored_bytes_after);
+        });
     }
     if cli.json {
         println!("{}", json!(r));

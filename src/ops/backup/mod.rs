@@ -84,6 +84,9 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     pub parent: Option<SnapshotId>,
     pub warnings: Vec<String>,
+    /// Stored blob bytes of the repository's packs after this backup, as its index saw them
+    /// (for the run record).
+    pub stored_bytes: u64,
 }
 
 /// The latest snapshot of `host` with exactly these paths: the default parent.
@@ -205,6 +208,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
     };
     Ok(BackupResult {
         id,
+        stored_bytes: index.stored_bytes() + snapshot.summary.bytes_added,
         snapshot,
         parent: st.parent.map(|p| p.0),
         warnings,

@@ -120,6 +120,8 @@ pub struct PruneReport {
     pub temp_packs_removed: usize,
     /// Run records older than a week folded into one object.
     pub run_files_compacted: usize,
+    /// Stored blob bytes of the indexed packs after this run (0 on a dry run).
+    pub stored_bytes_after: u64,
 }
 
 /// `pbak prune`: plan, then (unless a dry run) execute, under the prune marker (a dry run
@@ -135,10 +137,12 @@ pub fn run(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) 
     };
     let plan = plan::plan(repo, opts, log)?;
     let now = plan.now;
+    let stored: u64 = plan.usage.iter().map(|u| u.total).sum();
     match marker {
         None => Ok(plan.report),
         Some(m) => {
             let mut rep = execute::execute(repo, plan, &m, log)?;
+            rep.stored_bytes_after = stored.saturating_sub(rep.bytes_freed);
             // Run records older than a week are folded into one object (`repo::runs`).
             rep.run_files_compacted = repo.compact_runs(now)?;
             Ok(rep)
