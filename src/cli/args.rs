@@ -85,6 +85,8 @@ pub enum Command {
     Cost(cmd::cost::CostArgs),
     /// Are all hosts backed up (--max-age), was the repository checked, what it costs: exit 0 ok, 1 warning, 2 critical
     Status(cmd::status::StatusArgs),
+    /// What changed between two snapshots (or SNAP:PATH directories): + added, - removed, M modified, U metadata only, T type changed
+    Diff(cmd::diff::DiffArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

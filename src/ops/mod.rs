@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cat;
 pub mod check;
 pub mod cost;
+pub mod diff;
 pub mod forget;
 pub mod key;
 pub mod ls;

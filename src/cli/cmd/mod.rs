@@ -6,6 +6,7 @@ pub mod btrfs;
 pub mod cat;
 pub mod check;
 pub mod cost;
+pub mod diff;
 pub mod forget;
 pub mod init;
 pub mod key;
