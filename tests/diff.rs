@@ -25,10 +25,7 @@ fn diff_reports_a_scripted_edit_sequence() {
     ));
     let p = Pbak::new(dir.path().join("repo"));
     p.init();
-    let s1 = p.backup_json(&[src.to_str().unwrap()])["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s1 = p.backup_id(&src);
 
     // The edit sequence.
     fs::write(src.join("keep/edit.txt"), "one\ntwo\n").unwrap();
@@ -46,10 +43,7 @@ fn diff_reports_a_scripted_edit_sequence() {
             src.join(d).display()
         ));
     }
-    let s2 = p.backup_json(&[src.to_str().unwrap()])["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s2 = p.backup_id(&src);
 
     let sub = src.to_str().unwrap().trim_start_matches('/').to_string();
     let out = p.ok(&["diff", &s1[..8], &format!("{}:{sub}", &s2[..8])]);

@@ -87,6 +87,8 @@ pub enum Command {
     Status(cmd::status::StatusArgs),
     /// What changed between two snapshots (or SNAP:PATH directories): + added, - removed, M modified, U metadata only, T type changed
     Diff(cmd::diff::DiffArgs),
+    /// Where names occur in the snapshots (globs), or which files use a blob or pack (--blob, --pack); exit 1 if none
+    Find(cmd::find::FindArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

@@ -75,6 +75,11 @@ impl Pbak {
         a.extend_from_slice(args);
         serde_json::from_str(self.ok(&a).trim()).unwrap()
     }
+    /// Back up `path` (no other flags); the new snapshot's full id.
+    pub fn backup_id(&self, path: &Path) -> String {
+        let v = self.backup_json(&[path.to_str().unwrap()]);
+        v["snapshot_id"].as_str().unwrap().to_string()
+    }
 }
 
 pub fn sh(cmd: &str) -> String {
