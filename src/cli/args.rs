@@ -89,6 +89,8 @@ pub enum Command {
     Diff(cmd::diff::DiffArgs),
     /// Where names occur in the snapshots (globs), or which files use a blob or pack (--blob, --pack); exit 1 if none
     Find(cmd::find::FindArgs),
+    /// A file to stdout, or a directory as a tar stream (`pbak dump latest home/alice | tar -x`)
+    Dump(cmd::dump::DumpArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

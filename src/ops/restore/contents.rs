@@ -28,7 +28,7 @@ pub(super) struct ContentPlan {
 }
 
 /// Where each chunk of a file goes: dense files back to back, sparse files into their extents.
-pub(super) fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)>> {
+pub fn chunk_offsets(index: &Index, n: &Node) -> Result<Vec<(DataId, u64)>> {
     let len_of = |id: &DataId| {
         index
             .get(id)

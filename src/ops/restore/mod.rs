@@ -15,7 +15,7 @@
 //! Files: `walk.rs` (the passes over the trees: create, link), `contents.rs` (file contents
 //! from packs), `meta.rs` (metadata, and `--verify`).
 
-mod contents;
+pub mod contents;
 mod meta;
 mod walk;
 
