@@ -103,6 +103,13 @@ fn mark_used(repo: &Repository, index: &Index, snaps: &[(SnapshotId, Snapshot)])
 
 /// Read every index file, mark what the snapshots use, and choose what to do with each pack.
 pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync)) -> Result<Plan> {
+    plan_tries(repo, opts, log, 3)
+}
+
+/// [`plan`], again (at most `tries` times in all) when a snapshot refers to blobs in no index
+/// file read and index files were added meanwhile: a backup on another host wrote its index
+/// files after this prune listed them, and its snapshot before it listed the snapshots.
+fn plan_tries(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync), tries: u32) -> Result<Plan> {
     let mut rep = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -117,7 +124,18 @@ pub fn plan(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync))
     log("finding data in use");
     let snaps = repo.snapshots()?;
     rep.snapshots = snaps.len();
-    let marks = mark_used(repo, &index, &snaps)?;
+    let marks = match mark_used(repo, &index, &snaps) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut now = repo.backend().list(layout::INDEX)?;
+            now.retain(|n| crate::ids::IndexId::from_hex(n).is_some() && !index_names.contains(n));
+            if tries <= 1 || now.is_empty() {
+                return Err(e);
+            }
+            log("a backup finished meanwhile: reading the index again");
+            return plan_tries(repo, opts, log, tries - 1);
+        }
+    };
     for (pos, loc) in index.locations().enumerate() {
         if marks.get(pos) {
             usage[loc.pack as usize].used += loc.length as u64;
