@@ -32,7 +32,7 @@ pub fn execute(
     let nothing = [&plan.delete, &plan.mark, &plan.repack, &plan.bring_back]
         .iter()
         .all(|v| v.is_empty());
-    if nothing && plan.unreferenced.is_empty() {
+    if nothing && plan.unreferenced.is_empty() && !plan.listed_twice {
         log("nothing to prune");
         return Ok(rep);
     }

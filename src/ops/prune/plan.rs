@@ -41,6 +41,9 @@ pub struct Plan {
     /// Stored packs that no index file lists (hex names): marked (or, with a zero grace
     /// period, deleted).
     pub unreferenced: Vec<String>,
+    /// Some pack is listed live by two index files (an interrupted prune or `repair index`):
+    /// the index is rewritten even when nothing else is to be done.
+    pub listed_twice: bool,
     /// This run's time and the `delete_after` of the marks it writes.
     pub now: i64,
     pub delete_after: i64,
@@ -119,7 +122,7 @@ fn plan_tries(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync
     // loader and must not be deleted with the old index files.
     let mut index_names = repo.backend().list(layout::INDEX)?;
     index_names.retain(|n| crate::ids::IndexId::from_hex(n).is_some());
-    let (index, mut usage) = load(repo, &index_names)?;
+    let (index, mut usage, listed_twice) = load(repo, &index_names)?;
 
     log("finding data in use");
     let snaps = repo.snapshots()?;
@@ -159,6 +162,7 @@ fn plan_tries(repo: &Repository, opts: &PruneOptions, log: &(dyn Fn(&str) + Sync
         now,
         delete_after: now.saturating_add(opts.delete_after.num_seconds()),
         index_names,
+        listed_twice,
         index,
         usage,
         marks,
@@ -236,10 +240,14 @@ fn count(p: &mut Plan, at_once: bool) {
 /// One table of every pack listed (a pack listed live anywhere is live; see
 /// [`IndexBuilder::finish`]) and each pack's total stored bytes, from the first index file
 /// listing it; the files are decoded a few at a time and dropped.
-fn load(repo: &Repository, names: &[String]) -> Result<(Index, Vec<PackUse>)> {
+fn load(repo: &Repository, names: &[String]) -> Result<(Index, Vec<PackUse>, bool)> {
     let mut builder = IndexBuilder::default();
     let mut totals: HashMap<PackId, u64> = HashMap::new();
+    let (mut live_seen, mut listed_twice) = (HashSet::new(), false);
     repo.for_each_index_file(names, |name, f| {
+        for p in &f.packs {
+            listed_twice |= !live_seen.insert(p.id);
+        }
         let live = f.packs.iter().map(|p| (p.id, &p.blobs));
         for (id, blobs) in live.chain(f.marked.iter().map(|m| (m.id, &m.blobs))) {
             totals
@@ -258,7 +266,7 @@ fn load(repo: &Repository, names: &[String]) -> Result<(Index, Vec<PackUse>)> {
             used: 0,
         })
         .collect();
-    Ok((index, usage))
+    Ok((index, usage, listed_twice))
 }
 
 /// Repack the emptiest packs first until the unused bytes left are within the limit.
