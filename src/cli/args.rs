@@ -24,6 +24,14 @@ are kept; no PBAK_*, AWS_* or B2_* variable reaches it) and is stopped after 60 
 Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read (restore: restored, but some metadata could not be applied); check: 0 ok, 1 warnings, 2 errors."
 )]
 pub struct Cli {
+    /// Config file: the repository, its secrets, retention, alerts and profiles; flags and
+    /// PBAK_* variables override it (default: /etc/pbak/pbak.toml when it exists; docs/config.md)
+    #[arg(long, env = "PBAK_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Use this profile of the config file: its connections and limits, and for `run` and
+    /// `systemd` everything it says
+    #[arg(long, env = "PBAK_PROFILE", global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Repository: a path, local:/path, s3:https://ENDPOINT/BUCKET[/PREFIX] or b2:BUCKET[/PREFIX]
     #[arg(short = 'r', long, env = "PBAK_REPOSITORY", global = true)]
     pub repo: Option<String>,

@@ -5,13 +5,14 @@
 
 mod args;
 mod cmd;
+mod config;
 mod output;
 mod password;
 mod record;
 
 use anyhow::{Context, Result};
 use args::{Cli, Command};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use pbak::backends::{Backend, BackendOptions, Location};
 use pbak::format::keyfile::KdfParams;
 use pbak::repo::Repository;
@@ -19,7 +20,12 @@ use pbak::repo::Repository;
 pub const EXIT_PARTIAL: i32 = 3;
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = config::apply(&mut cli, &matches) {
+        print_error(&e);
+        return 1;
+    }
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {

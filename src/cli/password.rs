@@ -29,11 +29,21 @@ fn prompt(what: &str) -> Result<Password> {
     Ok(secrets::strip_newline(line.into_bytes()))
 }
 
+/// A password written in the config file itself (only accepted from a private file).
+static FROM_CONFIG: std::sync::OnceLock<Password> = std::sync::OnceLock::new();
+
+pub fn from_config(p: &str) {
+    let _ = FROM_CONFIG.set(Password::new(p.as_bytes().to_vec()));
+}
+
 /// The repository password.
 pub fn get(cli: &Cli, what: &str) -> Result<Password> {
     match secrets::repository_password(cli.password_file.as_deref())? {
         Some(pw) => Ok(pw),
-        None => prompt(what),
+        None => match FROM_CONFIG.get() {
+            Some(pw) => Ok(pw.clone()),
+            None => prompt(what),
+        },
     }
 }
 

@@ -1,4 +1,5 @@
 //! Host-side runs that combine the Btrfs layer with repository operations.
 
+pub mod config;
 pub mod local_snapshots;
 pub mod snapshot_backup;

@@ -93,9 +93,18 @@ fn retention(f: &ForgetArgs) -> Result<Retention> {
             let file = policy::load(path)?;
             (file.policies, file.timezone)
         }
-        None if rules.is_empty() && f.snapshots.is_empty() => anyhow::bail!(
-            "nothing to forget: give snapshot ids, --keep-* rules or --policy-file (no rule would remove every snapshot)"
-        ),
+        // Without rules, the config file's [retention] policies apply.
+        None if rules.is_empty() && f.snapshots.is_empty() => {
+            match crate::cli::config::loaded().and_then(|l| l.config.policy_file()) {
+                Some(file) => {
+                    let file = file?;
+                    (file.policies, file.timezone)
+                }
+                None => anyhow::bail!(
+                    "nothing to forget: give snapshot ids, --keep-* rules, --policy-file, or a config file with [retention] (no rule would remove every snapshot)"
+                ),
+            }
+        }
         None => (Retention::command_line(rules), None),
     };
     let zone = match &r.timezone {

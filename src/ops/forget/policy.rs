@@ -111,7 +111,7 @@ pub fn parse(text: &str, origin: &str) -> Result<PolicyFile> {
 
 /// ` line N, key `K`` for a byte offset: the key is the one assigned on that line, or the
 /// table its header opens.
-fn locate(text: &str, offset: usize) -> String {
+pub fn locate(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line_no = before.matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
