@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The exit code of an error that may pass when tried again (sysexits' `EX_TEMPFAIL`).
+pub const EXIT_TRANSIENT: i32 = 75;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -81,6 +84,17 @@ impl Error {
         Error::Corrupt {
             object: object.into(),
             reason: reason.to_string(),
+        }
+    }
+    /// Whether trying again later may succeed: the network, the server (5xx, rate limits,
+    /// timeouts), a concurrent prune. Never a wrong password, a corrupt object, a usage
+    /// error or a local file problem. `pbak run` retries on this, and the command line
+    /// exits with [`EXIT_TRANSIENT`] for it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Backend(b) => b.is_transient(),
+            Error::Locked { .. } | Error::PrunedMeanwhile { .. } => true,
+            _ => false,
         }
     }
     /// What went wrong, without the advice the message adds for a whole command: for a

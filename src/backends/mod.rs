@@ -73,6 +73,17 @@ impl BackendError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
+    /// The server or the network failed in a way that may pass: anything but a refusal,
+    /// a missing object or a bad request (OpenDAL's own retries have already run).
+    pub fn is_transient(&self) -> bool {
+        use opendal::ErrorKind as K;
+        match self {
+            BackendError::Op { source, .. } => {
+                source.is_temporary() || matches!(source.kind(), K::Unexpected | K::RateLimited)
+            }
+            _ => false,
+        }
+    }
     /// The storage refused the operation (a key without that right, file permissions).
     pub fn is_permission_denied(&self) -> bool {
         match self {

@@ -21,7 +21,7 @@ PBAK_PASSWORD (in that order), else a prompt on the terminal; never from a flag.
 PBAK_PASSWORD_COMMAND runs with `sh -c` in a clean environment (PATH, HOME, USER, LANG, LC_*, \
 TERM, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK, GNUPGHOME, OP_* and a few more \
 are kept; no PBAK_*, AWS_* or B2_* variable reaches it) and is stopped after 60 s.\n\
-Exit codes: 0 ok, 1 error, 3 snapshot written but some files could not be read (restore: restored, but some metadata could not be applied); check: 0 ok, 1 warnings, 2 errors."
+Exit codes: 0 ok, 1 error, 75 an error that may pass if tried again (network, server, timeout, a concurrent prune), 3 snapshot written but some files could not be read (restore: restored, but some metadata could not be applied); check: 0 ok, 1 warnings, 2 errors."
 )]
 pub struct Cli {
     /// Config file: the repository, its secrets, retention, alerts and profiles; flags and
@@ -85,6 +85,8 @@ pub enum Command {
     /// Manage pbak's local Btrfs snapshots
     #[command(subcommand)]
     Btrfs(cmd::btrfs::BtrfsCommand),
+    /// Run a profile of the config file: hooks, a backup per source, forget (and prune and check when due), status; for timers
+    Run(cmd::run::RunArgs),
     /// List snapshots
     Snapshots(cmd::snapshots::SnapshotsArgs),
     /// Sizes from the index and trees: restore, deduplicated and stored size, what only each snapshot, host and path holds, what prune would free
@@ -147,6 +149,9 @@ pub struct BackupCommon {
     /// Do everything but store anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// After the snapshot is written, download the packs this backup stored and verify them
+    #[arg(long)]
+    pub read_back: bool,
 }
 
 /// Argon2id cost of a new key (`init`, `key add`); the help states the defaults from

@@ -30,8 +30,17 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            1
+            exit_code(&e)
         }
+    }
+}
+
+/// 75 for an error that may pass when tried again (network, server, a concurrent prune),
+/// else 1.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<pbak::Error>() {
+        Some(pe) if pe.is_transient() => pbak::error::EXIT_TRANSIENT,
+        _ => 1,
     }
 }
 
@@ -112,7 +121,7 @@ fn run(cli: &Cli) -> Result<i32> {
                 Some(pe) => pe.to_string(),
                 None => format!("{e:#}"),
             };
-            record::finish(cli, start, 1, Some(line), ops);
+            record::finish(cli, start, exit_code(e), Some(line), ops);
         }
     }
     if cli.ops {
@@ -129,6 +138,7 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Backup(a) => cmd::backup::run(cli, a),
         Command::SnapshotBackup(a) => cmd::snapshot_backup::run(cli, a),
         Command::Btrfs(c) => cmd::btrfs::run(cli, c),
+        Command::Run(a) => cmd::run::run(cli, a),
         Command::Snapshots(a) => cmd::snapshots::run(cli, a),
         Command::Stats(a) => cmd::stats::run(cli, a),
         Command::Cost(a) => cmd::cost::run(cli, a),

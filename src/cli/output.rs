@@ -88,12 +88,8 @@ pub fn with_bytes_bar<T>(cli: &Cli, total: u64, done: &AtomicU64, f: impl FnOnce
     )
 }
 
-pub fn backup_done(cli: &Cli, r: &BackupResult, ops: OpCounts) {
-    backup_done_with(cli, r, ops, None)
-}
-
-/// [`backup_done`] with one more key in the JSON object.
-pub fn backup_done_with(cli: &Cli, r: &BackupResult, ops: OpCounts, extra: Option<(&str, serde_json::Value)>) {
+/// A backup's result: text, or one JSON object with `extra`'s keys added.
+pub fn backup_done(cli: &Cli, r: &BackupResult, ops: OpCounts, extra: &[(&str, serde_json::Value)]) {
     crate::cli::record::note(|n| {
         n.snapshots.extend(r.id.map(|i| i.to_hex()));
         n.paths.extend(r.snapshot.paths.iter().cloned());
@@ -105,8 +101,8 @@ pub fn backup_done_with(cli: &Cli, r: &BackupResult, ops: OpCounts, extra: Optio
     }
     if cli.json {
         let mut v = backup_json(r, ops);
-        if let Some((k, x)) = extra {
-            v[k] = x;
+        for (k, x) in extra {
+            v[*k] = x.clone();
         }
         println!("{v}");
     } else {

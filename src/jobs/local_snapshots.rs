@@ -46,17 +46,39 @@ pub fn list_local(subvol: &Path, dir: &Path) -> Result<Vec<LocalSnapshot>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(dir, e)),
     };
-    let mut out: Vec<LocalSnapshot> = rd
+    let mut out: Vec<(LocalSnapshot, u32)> = rd
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let stamp = name.strip_prefix(&prefix)?;
-            let time = NaiveDateTime::parse_from_str(stamp, TIME_FORMAT).ok()?.and_utc();
-            Some(LocalSnapshot { path: e.path(), time })
+            // A second snapshot within the same second gets `-N` after the time.
+            let (stamp, n) = match stamp.split_once("Z-") {
+                Some((t, n)) => (format!("{t}Z"), n.parse::<u32>().ok()?),
+                None => (stamp.to_string(), 0),
+            };
+            let time = NaiveDateTime::parse_from_str(&stamp, TIME_FORMAT).ok()?.and_utc();
+            Some((LocalSnapshot { path: e.path(), time }, n))
         })
         .collect();
-    out.sort_by_key(|s| s.time);
-    Ok(out)
+    out.sort_by_key(|(s, n)| (s.time, *n));
+    Ok(out.into_iter().map(|(s, _)| s).collect())
+}
+
+/// Take a read-only snapshot of `subvol` in `dir`, named `<label>.<UTC time>` (with `-1`,
+/// `-2`, … when one of that second exists already).
+pub fn take(subvol: &Path, dir: &Path) -> Result<PathBuf> {
+    let stamp = format!("{}.{}", subvolume_label(subvol), Utc::now().format(TIME_FORMAT));
+    let mut n = 0;
+    loop {
+        let name = match n {
+            0 => stamp.clone(),
+            n => format!("{stamp}-{n}"),
+        };
+        match btrfs::create_snapshot(subvol, dir, std::ffi::OsStr::new(&name), true) {
+            Err(btrfs::BtrfsError::AlreadyExists { .. }) if n < 99 => n += 1,
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// Which local snapshots the rules would delete; `protected` is never among them.

@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod local_snapshots;
+pub mod run;
 pub mod snapshot_backup;

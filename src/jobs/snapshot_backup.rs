@@ -12,7 +12,7 @@
 //! is never deleted by retention (it is the next run's change-detection base); a snapshot
 //! made for a backup that failed is deleted again, so failures do not pile up snapshots.
 
-use super::local_snapshots::{apply_retention, snapshot_dir, subvolume_label, TIME_FORMAT};
+use super::local_snapshots::{apply_retention, snapshot_dir};
 use crate::btrfs;
 use crate::error::{Error, Result};
 use crate::format::snapshot::BtrfsOrigin;
@@ -21,8 +21,6 @@ use crate::ops::backup::{self as archiver, BackupOptions, BackupResult, Progress
 use crate::ops::forget::retention::KeepRules;
 use crate::repo::index::Index;
 use crate::repo::Repository;
-use chrono::Utc;
-use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,8 +119,7 @@ pub fn run(
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| Error::io(&dir, e))?;
     }
-    let name = format!("{}.{}", subvolume_label(&subvol), Utc::now().format(TIME_FORMAT));
-    let snap = btrfs::create_snapshot(&subvol, &dir, OsStr::new(&name), true)?;
+    let snap = super::local_snapshots::take(&subvol, &dir)?;
     let snap_info = btrfs::subvolume_info(&snap)?;
 
     let mut b = opts.backup.clone();

@@ -4,7 +4,10 @@ use crate::cli::args::{BackupCommon, Cli};
 use crate::cli::{open_repo, output, EXIT_PARTIAL};
 use anyhow::{Context, Result};
 use clap::Args;
-use pbak::ops::backup::{self as archiver, BackupOptions, Progress, Source};
+use pbak::ops::backup::{self as archiver, BackupOptions, BackupResult, Progress, Source};
+use pbak::ops::check::ReadBack;
+use pbak::repo::Repository;
+use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -33,8 +36,33 @@ pub fn run(cli: &Cli, b: &BackupArgs) -> Result<i32> {
     let progress = Progress::default();
     let parent = b.parent.as_deref();
     let res = output::with_backup_bar(cli, &progress, || archiver::run(&repo, &opts, parent, &progress))?;
-    output::backup_done(cli, &res, repo.backend().counts());
+    let read = read_back(cli, &repo, &b.common, &res);
+    let extra: Vec<_> = read
+        .iter()
+        .flat_map(|r| r.as_ref().ok())
+        .map(|r| ("read_back", json!(r)))
+        .collect();
+    output::backup_done(cli, &res, repo.backend().counts(), &extra);
+    if let Some(Err(e)) = read {
+        return Err(e.into());
+    }
     Ok(if res.snapshot.partial { EXIT_PARTIAL } else { 0 })
+}
+
+/// With `--read-back`, download and verify the packs the backup wrote; `None` without it.
+pub fn read_back(cli: &Cli, repo: &Repository, c: &BackupCommon, res: &BackupResult) -> Option<pbak::Result<ReadBack>> {
+    if !c.read_back || res.id.is_none() {
+        return None;
+    }
+    let r = pbak::ops::check::read_back(repo, &res.index_files);
+    if let (Ok(r), false) = (&r, cli.json) {
+        println!(
+            "read back {} packs ({}): all verified",
+            r.packs,
+            output::human_bytes(r.bytes)
+        );
+    }
+    Some(r)
 }
 
 /// The options `backup` and `snapshot-backup` share, with the patterns of the exclude files.

@@ -16,6 +16,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod run;
 pub mod snapshot_backup;
 pub mod snapshots;
 pub mod stats;

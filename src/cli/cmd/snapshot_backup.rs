@@ -35,15 +35,23 @@ pub fn run(cli: &Cli, a: &SnapshotBackupArgs) -> Result<i32> {
         keep: a.keep.rules()?,
         full_scan: a.full_scan,
     };
+    let mut read_back_failed = false;
     let outcomes = snapshot_backup::run_all(
         &repo,
         &job,
         &|progress, work| output::with_backup_bar(cli, progress, work),
-        &mut |o| print(cli, &repo, o),
+        &mut |o| print(cli, &repo, &a.common, o, &mut read_back_failed),
     )?;
     let partial = |o: &SubvolumeOutcome| o.result.as_ref().is_ok_and(|r| r.backup.snapshot.partial);
-    Ok(if outcomes.iter().any(|o| o.result.is_err()) {
+    let failed: Vec<&pbak::Error> = outcomes.iter().filter_map(|o| o.result.as_ref().err()).collect();
+    Ok(if read_back_failed {
         1
+    } else if !failed.is_empty() {
+        // Only when every failure may pass does trying again make sense.
+        match failed.iter().all(|e| e.is_transient()) {
+            true => pbak::error::EXIT_TRANSIENT,
+            false => 1,
+        }
     } else if outcomes.iter().any(partial) {
         EXIT_PARTIAL
     } else {
@@ -51,7 +59,7 @@ pub fn run(cli: &Cli, a: &SnapshotBackupArgs) -> Result<i32> {
     })
 }
 
-fn print(cli: &Cli, repo: &Repository, o: &SubvolumeOutcome) {
+fn print(cli: &Cli, repo: &Repository, common: &BackupCommon, o: &SubvolumeOutcome, failed: &mut bool) {
     let r = match &o.result {
         Ok(r) => r,
         Err(e) => return eprintln!("pbak: {}: {e}", o.subvolume.display()),
@@ -69,9 +77,19 @@ fn print(cli: &Cli, repo: &Repository, o: &SubvolumeOutcome) {
             println!("change detection: full metadata scan, because {why}");
         }
     }
-    let extra = r
-        .fallback
-        .as_ref()
-        .map(|w| ("change_detection_fallback", w.as_str().into()));
-    output::backup_done_with(cli, &r.backup, repo.backend().counts(), extra);
+    let mut extra: Vec<(&str, serde_json::Value)> = Vec::new();
+    if let Some(w) = &r.fallback {
+        extra.push(("change_detection_fallback", w.as_str().into()));
+    }
+    let read = super::backup::read_back(cli, repo, common, &r.backup);
+    match read {
+        Some(Ok(rb)) => extra.push(("read_back", serde_json::json!(rb))),
+        Some(Err(e)) => {
+            extra.push(("read_back_error", e.to_string().into()));
+            eprintln!("pbak: {}: read-back failed: {e}", o.subvolume.display());
+            *failed = true;
+        }
+        None => {}
+    }
+    output::backup_done(cli, &r.backup, repo.backend().counts(), &extra);
 }

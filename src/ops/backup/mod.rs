@@ -87,6 +87,8 @@ pub struct BackupResult {
     /// Stored blob bytes of the repository's packs after this backup, as its index saw them
     /// (for the run record).
     pub stored_bytes: u64,
+    /// The index files this backup wrote (what `--read-back` reads).
+    pub index_files: Vec<crate::ids::IndexId>,
 }
 
 /// The latest snapshot of `host` with exactly these paths: the default parent.
@@ -212,6 +214,7 @@ pub fn backup(repo: &Repository, index: &Index, opts: &BackupOptions, progress: 
         snapshot,
         parent: st.parent.map(|p| p.0),
         warnings,
+        index_files: written.index_files,
     })
 }
 
