@@ -129,6 +129,9 @@ pub struct View {
 
 pub const ROOT: u64 = 1;
 
+/// How far from the end of the last read a read may start and still count as sequential.
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
+
 /// Errors the kernel sees: the errno, after one line on stderr for anything but "no such
 /// entry" (the mount runs in the foreground; its stderr is the user's terminal or journal).
 fn eio(what: &str, e: Error) -> i32 {
@@ -392,9 +395,12 @@ impl View {
             out[at..at + src.len()].copy_from_slice(src);
             i += 1;
         }
-        if file.next.swap(end, Relaxed) == offset && offset > 0 {
-            // Sequential: fetch the next blobs before they are asked for.
-            let from = chunks.partition_point(|&(_, off, len)| off + len <= end);
+        // Sequential (near where the last read ended: the kernel's read-ahead requests of
+        // several FUSE threads arrive slightly out of order): fetch the blobs after this
+        // read before they are asked for.
+        let last = file.next.swap(end, Relaxed);
+        if offset > 0 && offset.abs_diff(last) <= SEQUENTIAL_SLACK {
+            let from = chunks.partition_point(|&(_, off, _)| off < end);
             for &(id, _, _) in chunks.iter().skip(from).take(self.opts.prefetch) {
                 if !self.cache.has(&id) {
                     let _ = self.prefetch.try_send(id);
