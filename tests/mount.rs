@@ -393,6 +393,33 @@ fn hosts_tags_ids_latest_and_a_new_snapshot_after_refresh() {
 }
 
 #[test]
+fn an_unmount_from_outside_ends_pbak_mount_with_exit_0() {
+    if !fuse_or_skip("an_unmount_from_outside_ends_pbak_mount_with_exit_0") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pbak::new(dir.path().join("repo"));
+    p.init();
+    let mut m = Mount::start(&p, &dir.path().join("mnt"), &[]);
+    let tool = if is_root() { "umount" } else { "fusermount3 -u" };
+    sh(&format!("{tool} '{}'", m.mnt.display()));
+    let mut child = m.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running 30 s after umount"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit {status}: {}", m.stderr());
+    assert!(!is_mountpoint(&m.mnt));
+}
+
+#[test]
 fn a_missing_mountpoint_is_one_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let p = Pbak::new(dir.path().join("repo"));
