@@ -101,6 +101,8 @@ pub enum Command {
     Find(cmd::find::FindArgs),
     /// A file to stdout, or a directory as a tar stream (`pbak dump latest home/alice | tar -x`)
     Dump(cmd::dump::DumpArgs),
+    /// Mount the repository read-only (FUSE): snapshots/, hosts/, tags/, ids/ and latest links; Ctrl-C unmounts
+    Mount(cmd::mount::MountArgs),
     /// List the contents of a snapshot (`latest` or an id prefix)
     Ls(cmd::ls::LsArgs),
     /// Restore a snapshot, or SNAPSHOT:SUBPATH, into a directory

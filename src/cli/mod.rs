@@ -144,6 +144,7 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Cost(a) => cmd::cost::run(cli, a),
         Command::Diff(a) => cmd::diff::run(cli, a),
         Command::Dump(a) => cmd::dump::run(cli, a),
+        Command::Mount(a) => cmd::mount::run(cli, a),
         Command::Find(a) => cmd::find::run(cli, a),
         Command::Status(a) => cmd::status::run(cli, a),
         Command::Ls(a) => cmd::ls::run(cli, a),

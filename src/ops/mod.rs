@@ -12,6 +12,7 @@ pub mod find;
 pub mod forget;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -13,6 +13,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;
