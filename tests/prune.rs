@@ -205,7 +205,8 @@ fn the_prune_marker_keeps_prunes_apart_and_nothing_else_takes_a_lock() {
     p.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
     for args in [&["prune"][..], &["forget", "--keep-last", "1", "--prune"][..]] {
         let r = p.run(args);
-        assert_eq!(r.status.code(), Some(1), "{args:?}");
+        // 75: may pass when tried again (`pbak run` retries it).
+        assert_eq!(r.status.code(), Some(75), "{args:?}");
         let msg = String::from_utf8_lossy(&r.stderr);
         assert!(
             msg.contains("another prune is running") && msg.contains("pbak unlock") && msg.lines().count() == 1,
@@ -214,7 +215,7 @@ fn the_prune_marker_keeps_prunes_apart_and_nothing_else_takes_a_lock() {
     }
     // `unlock` without --remove-all leaves a live prune's marker alone.
     p.ok(&["unlock"]);
-    assert!(p.run(&["prune"]).status.code() == Some(1));
+    assert!(p.run(&["prune"]).status.code() == Some(75));
     drop(marker);
     assert!(!p.repo.join("prune").exists(), "marker removed on drop");
     p.ok(&["prune", "--delete-after", "0s"]);

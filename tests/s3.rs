@@ -356,21 +356,24 @@ fn permanent_errors_fail_fast_with_one_line() {
     let Some((endpoint, bucket)) = server("s3_errors") else {
         return;
     };
-    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    // The exit code: 1 for what trying again cannot fix, 75 for an unreachable server.
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str, i32);
     let cases: Vec<Case> = vec![
         (
             format!("s3:{endpoint}/{bucket}/{}", unique("creds")),
             vec![("AWS_SECRET_ACCESS_KEY", "wrong-secret-Zq8v")],
             "permission denied",
+            1,
         ),
         (
             format!("s3:{endpoint}/no-such-bucket-pbak/x"),
             vec![],
             "no-such-bucket-pbak",
+            1,
         ),
-        ("s3:http://127.0.0.1:1/bucket/x".to_string(), vec![], "127.0.0.1:1"),
+        ("s3:http://127.0.0.1:1/bucket/x".to_string(), vec![], "127.0.0.1:1", 75),
     ];
-    for (url, env, want) in cases {
+    for (url, env, want, code) in cases {
         let p = Pbak::new(url.clone().into());
         let mut c = p.cmd(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
         for (k, v) in env {
@@ -379,7 +382,7 @@ fn permanent_errors_fail_fast_with_one_line() {
         let t = Instant::now();
         let o = c.output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert_eq!(o.status.code(), Some(1), "{url}: {err}");
+        assert_eq!(o.status.code(), Some(code), "{url}: {err}");
         assert!(err.to_lowercase().contains(want), "{url}: expected {want:?} in {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!err.contains("wrong-secret-Zq8v"), "the secret was printed: {err}");

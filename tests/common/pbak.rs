@@ -177,6 +177,10 @@ pub fn make_tree(root: &Path, seed: u64) {
         r(3) % 1_000_000_000,
         root.join("dir/big.bin").display()
     ));
+    // The comparison helper must see what was set (it once saw nothing, and every tree
+    // compared equal on xattrs).
+    let x = xattr_dump(root);
+    assert!(x.contains("user.note") && x.contains("system.posix_acl_access"), "{x}");
 }
 
 /// Path, type, mode, owner, size, mtime and atime (ns), link target and link count of every
@@ -201,7 +205,7 @@ pub fn listing(root: &Path) -> String {
 
 pub fn xattr_dump(root: &Path) -> String {
     sh(&format!(
-        "cd '{}' && getfattr -R -h -d -m - --absolute-names=no . 2>/dev/null | sort || true",
+        "cd '{}' && getfattr -R -h -d -m - . | sort || true",
         root.display()
     ))
 }
