@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub struct Loaded {
-    #[allow(dead_code)] // read by `run` and `systemd`, next
     pub path: PathBuf,
     pub config: Config,
 }
@@ -23,7 +22,6 @@ pub fn loaded() -> Option<&'static Loaded> {
 }
 
 /// The loaded config, or an error saying how to give one.
-#[allow(dead_code)] // used by `run` and `systemd`, next
 pub fn required(what: &str) -> Result<&'static Loaded> {
     loaded().ok_or_else(|| {
         anyhow::anyhow!(

@@ -3,3 +3,4 @@
 pub mod config;
 pub mod local_snapshots;
 pub mod snapshot_backup;
+pub mod systemd;
