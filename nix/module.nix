@@ -92,6 +92,8 @@ let
       inherit description;
       after = lib.optional network "network-online.target";
       wants = lib.optional network "network-online.target";
+      # Hooks and the password command find their programs here.
+      path = cfg.extraPackages;
       # A rebuild must not start a backup.
       restartIfChanged = false;
       serviceConfig = {
@@ -302,6 +304,13 @@ in
       default = pkgs.callPackage ./package.nix { };
       defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
       description = "The pbak package.";
+    };
+
+    extraPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = lib.literalExpression "[ pkgs._1password-cli pkgs.util-linux pkgs.postgresql ]";
+      description = "Packages on the services' PATH: what the hooks and passwordCommand run.";
     };
 
     repository = {

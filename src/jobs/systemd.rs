@@ -490,6 +490,17 @@ local_snapshots = { schedule = "hourly" }
             .unwrap_err()
             .to_string();
         assert!(e.contains("on_calendar"), "{e}");
+        let bad = min.replace(
+            "forget = false",
+            "forget = false\nsnapshot = false\nlocal_snapshots = { schedule = \"hourly\" }",
+        );
+        let e = units(&parse(&bad, "t.toml").unwrap(), "p", &paths())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("local_snapshots.schedule") && e.contains("snapshot = true"),
+            "{e}"
+        );
         let rel = Paths {
             config: "pbak.toml".into(),
             ..paths()
