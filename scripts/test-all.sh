@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-need=(btrfs-progs rsync attr acl util-linux python3-venv faketime tzdata fuse3)
+need=(btrfs-progs rsync attr acl util-linux python3-venv faketime tzdata fuse3 systemd nix-bin groff-base)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -125,6 +125,15 @@ pub enum Command {
     Key(cmd::key::KeyCommand),
     /// Print a decrypted object for debugging: `config`, `snapshot ID`, `index ID`, `key ID`, `tree SNAPSHOT[:DIR]`
     Cat(cmd::cat::CatArgs),
+    /// Write systemd units (nightly run, weekly check, monthly cost, local snapshots) for a profile; --install enables them
+    Systemd(cmd::systemd::SystemdArgs),
+    /// The config file: `check` validates it and lists its profiles
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout
+    Completions(cmd::completions::CompletionsArgs),
+    /// Write man pages (pbak.1 and one per subcommand) into a directory
+    Man(cmd::completions::ManArgs),
 }
 
 /// Options shared by `backup` and `snapshot-backup`.

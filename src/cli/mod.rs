@@ -101,7 +101,12 @@ fn kdf(mem_mib: Option<u32>, iterations: Option<u32>) -> KdfParams {
 }
 
 fn run(cli: &Cli) -> Result<i32> {
-    if let Some(f) = &cli.env_file {
+    // Commands that only read the config file or print need no credentials.
+    let offline = matches!(
+        cli.command,
+        Command::Systemd(_) | Command::Config(_) | Command::Completions(_) | Command::Man(_)
+    );
+    if let Some(f) = cli.env_file.as_ref().filter(|_| !offline) {
         pbak::secrets::load_env_file(f)?;
     }
     let start = std::time::Instant::now();
@@ -157,5 +162,9 @@ fn command(cli: &Cli) -> Result<i32> {
         Command::Migrate => cmd::unlock::migrate(cli),
         Command::Key(c) => cmd::key::run(cli, c),
         Command::Cat(a) => cmd::cat::run(cli, a),
+        Command::Systemd(a) => cmd::systemd::run(cli, a),
+        Command::Config(c) => cmd::config::run(cli, c),
+        Command::Completions(a) => cmd::completions::completions(a),
+        Command::Man(a) => cmd::completions::man(a),
     }
 }

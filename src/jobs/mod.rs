@@ -4,3 +4,4 @@ pub mod config;
 pub mod local_snapshots;
 pub mod run;
 pub mod snapshot_backup;
+pub mod systemd;
