@@ -328,6 +328,15 @@ fn ids(node: &Node) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
     )
 }
 
+/// Set the access and modification times of the open file `fd`.
+pub fn set_times(fd: BorrowedFd, atime: Time, mtime: Time) -> io::Result<()> {
+    let t = Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    };
+    Ok(rustix::fs::futimens(fd, &t)?)
+}
+
 /// Apply owner, xattrs, mode and times of `node` through `fd`, an open file or directory
 /// (in that order: chown clears setuid bits; xattrs before the mode, because a user's own
 /// read-only file refuses `user.*` xattrs, and an ACL written then is reconciled by the chmod;

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::pack::BlobEntry;
-use crate::format::tree::Node;
+use crate::format::tree::{Node, Time};
 use crate::fs::at::{self, DirTree, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Where restored data goes: files by number, and per pack the blobs to write.
@@ -22,6 +22,10 @@ use std::sync::Mutex;
 pub(super) struct ContentPlan {
     /// Each file's path below the target and the inode created for it.
     pub(super) files: Vec<(Box<Path>, Ino)>,
+    /// Each file's (atime, mtime) and number of chunk writes: when the last one is done the
+    /// file gets its times at once, so that after an interrupted restore only finished files
+    /// have the snapshot's size and mtime (`--overwrite if-changed` then checks their content).
+    pub(super) done: Vec<(Time, Time, u32)>,
     /// pack → (blob, file number, offset in the file)
     pub(super) by_pack: HashMap<PackId, Vec<(DataId, u32, u64)>>,
 }
@@ -89,6 +93,8 @@ pub(super) fn write_contents(
     bytes_done: &AtomicU64,
 ) -> Result<Vec<Damaged>> {
     let files = plan.files;
+    let times: Vec<(Time, Time)> = plan.done.iter().map(|&(a, m, _)| (a, m)).collect();
+    let left: Vec<AtomicU32> = plan.done.iter().map(|&(_, _, n)| AtomicU32::new(n)).collect();
     let mut packs: Vec<_> = plan.by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| (index.pack_position(p), *p));
     let cores = rayon::current_num_threads().max(1);
@@ -105,7 +111,12 @@ pub(super) fn write_contents(
         let io = |e| Error::io(&fpath, e);
         let (dir, name) = dirs.parent(rel).map_err(io)?;
         let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
-        f.write_all_at(data, off).map_err(io)
+        f.write_all_at(data, off).map_err(io)?;
+        if left[file as usize].fetch_sub(1, Relaxed) == 1 {
+            let (atime, mtime) = times[file as usize];
+            at::set_times(f.as_fd(), atime, mtime).map_err(io)?;
+        }
+        Ok(())
     };
     let one_pack = |(pack, mut targets): (PackId, Vec<(DataId, u32, u64)>)| -> Result<()> {
         let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");

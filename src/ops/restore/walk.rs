@@ -367,6 +367,10 @@ impl Walk<'_> {
             NodeKind::File => {
                 let f = at::create_file(dir, name).map_err(io)?;
                 f.set_len(n.size).map_err(io)?;
+                if n.content.is_empty() {
+                    // Complete already (empty, or all hole): its times say so at once.
+                    at::set_times(f.as_fd(), n.atime, n.mtime).map_err(io)?;
+                }
                 ino(f.as_fd()).map_err(io)?
             }
             NodeKind::Symlink => {
@@ -388,6 +392,7 @@ impl Walk<'_> {
         let mut plan = self.plan.lock().expect("lock");
         let file = plan.files.len() as u32;
         plan.files.push((e.rel.clone().into_boxed_path(), key));
+        plan.done.push((e.node.atime, e.node.mtime, offsets.len() as u32));
         for (id, off) in offsets {
             let loc = self.index.get(&id).expect("checked by chunk_offsets");
             plan.by_pack
