@@ -50,6 +50,7 @@ pub(super) struct Walk<'a> {
     /// Existing entries left as they were and not ours (`--overwrite never`): no metadata,
     /// no verify, no warning for them.
     skipped: Mutex<HashSet<PathBuf>>,
+    is_root: bool,
     /// Every inode this restore made: contents and metadata go only to these.
     pub(super) inodes: Mutex<HashSet<Ino>>,
     /// Directories created (relative to the target); with includes, only those on the way.
@@ -100,6 +101,7 @@ impl<'a> Walk<'a> {
             target,
             dirs,
             skipped: Mutex::default(),
+            is_root: rustix::process::geteuid().is_root(),
             inodes: Mutex::default(),
             created: Mutex::new(HashSet::new()),
             first_link: Mutex::default(),
@@ -277,6 +279,8 @@ impl Walk<'_> {
     /// `--delete`, else an error), with `if-changed` a regular file of one link whose size,
     /// mtime and every chunk match the snapshot (skip, and give it the snapshot's metadata).
     /// Hard-linked files are always rewritten: their other names may lead outside the target.
+    /// As root, so is a file not yet owned by the snapshot's owner and group: whoever owns it
+    /// now may hold it open for writing, which a fresh file would not allow.
     fn decide(&self, e: &Entry) -> Result<Decision> {
         let Some(dirs) = &self.dirs else {
             return Ok(Decision::Write);
@@ -323,6 +327,7 @@ impl Walk<'_> {
             && n.kind == NodeKind::File
             && ft == FileType::RegularFile
             && st.st_nlink == 1
+            && (!self.is_root || (st.st_uid, st.st_gid) == (n.uid, n.gid))
             && st.st_size as u64 == n.size
             && (st.st_mtime, st.st_mtime_nsec as u32) == (n.mtime.sec, n.mtime.nsec);
         if !same_stat {
