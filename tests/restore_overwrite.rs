@@ -155,18 +155,23 @@ fn restore_and_edit(f: &Fixture, t: &Path) -> (Vec<u8>, Value) {
 fn if_changed_rewrites_exactly_the_changed_files() {
     let f = Fixture::new(small_tree);
     let t = f.target("t");
-    restore_and_edit(&f, &t);
+    let (other, _) = restore_and_edit(&f, &t);
     let kept: Vec<(PathBuf, u64)> = ["a/big", "a/f0", "a/b/f0", "c/f0"]
         .iter()
         .map(|p| (f.root(&t).join(p), inode(&f.root(&t).join(p))))
         .collect();
+    // The quick check (size and mtime) cannot see an edit that kept both...
     let sum = f.restore_ok(&t, &["--overwrite", "if-changed"]);
+    assert_eq!(changed(&sum, "write", &f.root(&t)), ["a/f2", "c/f3", "c/link"], "{sum}");
+    assert_eq!((n(&sum, "written"), n(&sum, "skipped"), n(&sum, "files")), (2, 11, 13));
+    assert_eq!(fs::read(f.root(&t).join("a/f1")).unwrap(), other);
+    // ...which --verify finds by reading every kept file's chunks.
+    let sum = f.restore_ok(&t, &["--overwrite", "if-changed", "--verify"]);
+    assert_eq!(changed(&sum, "write", &f.root(&t)), ["a/f1", "c/link"], "{sum}");
     assert_eq!(
-        changed(&sum, "write", &f.root(&t)),
-        ["a/f1", "a/f2", "c/f3", "c/link"],
-        "{sum}"
+        (n(&sum, "written"), n(&sum, "skipped"), n(&sum, "verified_files")),
+        (1, 12, 13)
     );
-    assert_eq!((n(&sum, "written"), n(&sum, "skipped"), n(&sum, "files")), (3, 10, 13));
     for (p, ino) in kept {
         assert_eq!(inode(&p), ino, "{} was rewritten", p.display());
     }
@@ -273,7 +278,7 @@ fn dry_run_writes_and_deletes_nothing_and_counts_what_a_restore_would() {
         f.root(&t).display()
     ));
     let before = state(&t);
-    let args = ["--overwrite", "if-changed", "--delete"];
+    let args = ["--overwrite", "if-changed", "--delete", "--verify"];
     let plan = f.restore_ok(&t, &[&args[..], &["--dry-run"]].concat());
     assert_eq!(state(&t), before, "a dry run changed the target");
     assert_eq!(plan["dry_run"], true);

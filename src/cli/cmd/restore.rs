@@ -26,15 +26,16 @@ pub struct RestoreArgs {
     /// Do not restore paths matching this glob (repeatable)
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Re-read the restored files and check them against the snapshot; with --dry-run, read
-    /// and verify every blob a restore would write
+    /// Re-read the restored files and check them against the snapshot (with --overwrite
+    /// if-changed, also before keeping a file); with --dry-run, read and verify every blob a
+    /// restore would write
     #[arg(long)]
     pub verify: bool,
     /// Write nothing: count what a restore would write, skip and delete (with --verify, read it all)
     #[arg(long)]
     pub dry_run: bool,
     /// What to do with entries already in the target; without it, a non-empty target is
-    /// refused. if-changed keeps files whose size, mtime and content match (resumes a restore)
+    /// refused. if-changed keeps files whose size and mtime match (resumes a killed restore)
     #[arg(long, value_enum, value_name = "WHEN")]
     pub overwrite: Option<OverwriteArg>,
     /// Remove files and directories of the restored tree that the snapshot does not have

@@ -55,8 +55,8 @@ pub struct RestoreOptions {
 pub enum Overwrite {
     /// Replace every file, symlink and special file.
     Always,
-    /// Keep a regular file whose size, mtime and content (every chunk checked against the
-    /// snapshot's blob id) already match; replace anything else.
+    /// Keep a regular file whose size and mtime already match (with `verify`, and every
+    /// chunk's keyed hash); replace anything else.
     IfChanged,
     /// Keep every existing entry as it is (directories are entered, not changed).
     Never,
@@ -212,6 +212,7 @@ pub fn restore(
         delete: opts.delete,
         list: opts.list,
         dry: opts.dry_run,
+        verify: opts.verify,
     };
     if opts.dry_run {
         let target = match exists {

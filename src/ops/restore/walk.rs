@@ -27,6 +27,9 @@ pub(super) struct How {
     pub(super) list: bool,
     /// A dry run: the target (if it exists) is only inspected.
     pub(super) dry: bool,
+    /// `--verify`: `if-changed` also reads a file whose size and mtime match, and keeps it
+    /// only if every chunk matches.
+    pub(super) verify: bool,
 }
 
 /// What the first pass does with one non-directory entry.
@@ -50,6 +53,9 @@ pub(super) struct Walk<'a> {
     /// Existing entries left as they were and not ours (`--overwrite never`): no metadata,
     /// no verify, no warning for them.
     skipped: Mutex<HashSet<PathBuf>>,
+    /// Files kept by `if-changed` after their content was checked (`--verify` reads them
+    /// only once).
+    pub(super) checked: Mutex<HashSet<Ino>>,
     is_root: bool,
     /// Every inode this restore made: contents and metadata go only to these.
     pub(super) inodes: Mutex<HashSet<Ino>>,
@@ -101,6 +107,7 @@ impl<'a> Walk<'a> {
             target,
             dirs,
             skipped: Mutex::default(),
+            checked: Mutex::default(),
             is_root: rustix::process::geteuid().is_root(),
             inodes: Mutex::default(),
             created: Mutex::new(HashSet::new()),
@@ -276,8 +283,14 @@ impl Walk<'_> {
 
     /// What to do with the non-directory entry `e` given what the target has there: nothing
     /// (write it), anything with `--overwrite never` (skip), a directory (removed first with
-    /// `--delete`, else an error), with `if-changed` a regular file of one link whose size,
-    /// mtime and every chunk match the snapshot (skip, and give it the snapshot's metadata).
+    /// `--delete`, else an error), with `if-changed` a regular file of one link whose size
+    /// and mtime match the snapshot (skip, and give it the snapshot's metadata); with
+    /// `--verify` only if every chunk matches too.
+    ///
+    /// Size and mtime are enough after an interrupted restore: a file gets its mtime only
+    /// once its last chunk is written. They are what rsync's and restic's quick checks
+    /// compare; reading every kept file would cost a resumed restore as much reading as a
+    /// full one writes (`benches/restore-resume.sh`).
     /// Hard-linked files are always rewritten: their other names may lead outside the target.
     /// As root, so is a file not yet owned by the snapshot's owner and group: whoever owns it
     /// now may hold it open for writing, which a fresh file would not allow.
@@ -333,13 +346,19 @@ impl Walk<'_> {
         if !same_stat {
             return Ok(Decision::Write);
         }
-        // Read through a descriptor of that very inode (a swap in between fails the check).
         let key = (st.st_dev, st.st_ino);
+        if !self.how.verify {
+            return Ok(Decision::Skip(Some(key)));
+        }
+        // Read through a descriptor of that very inode (a swap in between fails the check).
         let Ok(f) = at::open_created(dir.as_fd(), name, key, false) else {
             return Ok(Decision::Write);
         };
         match differs(self.repo, self.index, &f, n) {
-            Ok(None) => Ok(Decision::Skip(Some(key))),
+            Ok(None) => {
+                self.checked.lock().expect("lock").insert(key);
+                Ok(Decision::Skip(Some(key)))
+            }
             // Different, or unreadable: written anew.
             Ok(Some(_)) | Err(_) => Ok(Decision::Write),
         }
