@@ -311,7 +311,10 @@ fn restore_never_writes_through_symlinks_outside_the_target() {
     fs::create_dir(&target).unwrap();
     let first = src.strip_prefix("/").unwrap().components().next().unwrap();
     std::os::unix::fs::symlink(&outside, target.join(first)).unwrap();
-    let o = p.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    // `never` keeps the symlink (a non-empty target needs --overwrite; tests/restore_overwrite.rs
+    // covers `always`, which replaces it).
+    let t = target.to_str().unwrap();
+    let o = p.run(&["restore", "latest", "--target", t, "--overwrite", "never"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
     assert_eq!(

@@ -23,7 +23,7 @@ use crate::fs::node::ApplyWarnings;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, CWD};
 use rustix::io::Errno;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -112,21 +112,95 @@ impl DirTree {
     }
 
     /// Make the directory `rel` (its parent exists) with mode 0700, or accept an existing
-    /// directory there. Err(NotADirectory) when something else is in the way.
-    pub fn mkdir(&self, rel: &Path) -> io::Result<()> {
+    /// directory there; whether it was made. Err(NotADirectory) when something else is in
+    /// the way.
+    pub fn mkdir(&self, rel: &Path) -> io::Result<bool> {
         let (dir, name) = self.parent(rel)?;
-        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+        let made = match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(e.into()),
-        }
+        };
         // Opening it proves it is a directory reached without a symlink.
         match self.dir(rel) {
             Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOTDIR | Errno::LOOP)) => Err(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 "exists and is not a directory",
             )),
-            r => r.map(|_| ()),
+            r => r.map(|_| made),
         }
+    }
+
+    /// Forget the cached descriptor of `rel` (after the directory there was removed).
+    pub fn forget(&self, rel: &Path) {
+        self.cache.lock().expect("lock").remove(rel);
+    }
+}
+
+/// What is at `name` in `dir`, not following a symlink; `None` when nothing is.
+pub fn stat_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The names in the open directory `dir`, without `.` and `..`.
+pub fn names(dir: BorrowedFd) -> io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Remove the entry `name` of `dir`, whose path is `rel`, and when it is a directory
+/// everything below it, except what `keep(path)` protects (a directory that still holds a
+/// kept entry stays). Never follows a symlink: a directory is opened relative to its
+/// parent's descriptor with `O_DIRECTORY | O_NOFOLLOW` and emptied through that descriptor;
+/// anything else (a symlink included) is unlinked by name. With `dry`, nothing is removed
+/// and the count is what would be. Returns (entries removed, whether `name` itself went).
+/// An entry that changes meanwhile (swapped for a directory, refilled) is left in place.
+pub fn remove_tree(
+    dir: BorrowedFd,
+    name: &OsStr,
+    rel: &Path,
+    keep: &dyn Fn(&Path) -> bool,
+    dry: bool,
+) -> io::Result<(u64, bool)> {
+    if keep(rel) {
+        return Ok((0, false));
+    }
+    let gone = |r: rustix::io::Result<()>| match r {
+        Ok(()) | Err(Errno::NOENT) => Ok(true),
+        Err(Errno::NOTDIR | Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    };
+    match rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        Ok(sub) => {
+            let (mut n, mut all) = (0, true);
+            for child in names(sub.as_fd())? {
+                let (k, went) = remove_tree(sub.as_fd(), &child, &rel.join(&child), keep, dry)?;
+                n += k;
+                all &= went;
+            }
+            if !all {
+                return Ok((n, false));
+            }
+            let went = dry || gone(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR))?;
+            Ok((n + u64::from(went), went))
+        }
+        Err(Errno::NOTDIR | Errno::LOOP) => {
+            let went = dry || gone(rustix::fs::unlinkat(dir, name, AtFlags::empty()))?;
+            Ok((u64::from(went), went))
+        }
+        Err(Errno::NOENT) => Ok((0, true)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -254,6 +328,15 @@ fn ids(node: &Node) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
     )
 }
 
+/// Set the access and modification times of the open file `fd`.
+pub fn set_times(fd: BorrowedFd, atime: Time, mtime: Time) -> io::Result<()> {
+    let t = Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    };
+    Ok(rustix::fs::futimens(fd, &t)?)
+}
+
 /// Apply owner, xattrs, mode and times of `node` through `fd`, an open file or directory
 /// (in that order: chown clears setuid bits; xattrs before the mode, because a user's own
 /// read-only file refuses `user.*` xattrs, and an ACL written then is reconciled by the chmod;
@@ -314,6 +397,7 @@ fn ino_at(dir: BorrowedFd, name: &OsStr) -> io::Result<Ino> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     fn both(f: impl Fn(&DirTree, &Path)) {
@@ -341,7 +425,39 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::NotADirectory);
             assert!(d.mkdir(Path::new("up/new")).is_err());
             d.mkdir(Path::new("a/c")).unwrap();
-            d.mkdir(Path::new("a/c")).unwrap();
+            assert!(!d.mkdir(Path::new("a/c")).unwrap(), "made again");
+        });
+    }
+
+    #[test]
+    fn remove_tree_unlinks_symlinks_and_keeps_what_it_is_told() {
+        both(|d, base| {
+            let root = d.dir(Path::new("")).unwrap();
+            fs::create_dir_all(base.join("root/x/y")).unwrap();
+            fs::write(base.join("root/x/y/f"), b"f").unwrap();
+            fs::write(base.join("root/x/keep"), b"k").unwrap();
+            symlink(base, base.join("root/x/up")).unwrap();
+            let keep = |p: &Path| p.ends_with("keep");
+            let dry = remove_tree(root.as_fd(), OsStr::new("x"), Path::new("x"), &keep, true).unwrap();
+            assert_eq!(dry, (3, false), "y/f, y and up; x keeps `keep`");
+            assert!(base.join("root/x/y/f").exists(), "a dry run removes nothing");
+            let real = remove_tree(root.as_fd(), OsStr::new("x"), Path::new("x"), &keep, false).unwrap();
+            assert_eq!(real, dry);
+            assert_eq!(fs::read(base.join("outside")).unwrap(), b"keep");
+            assert!(base.join("root/a/b").is_dir(), "the symlink `up` was not followed");
+            assert!(base.join("root/x/keep").exists() && !base.join("root/x/y").exists());
+            let none = |_: &Path| false;
+            assert_eq!(
+                remove_tree(root.as_fd(), OsStr::new("x"), Path::new("x"), &none, false).unwrap(),
+                (2, true)
+            );
+            // A symlink to a directory is unlinked, never entered.
+            assert_eq!(
+                remove_tree(root.as_fd(), OsStr::new("s"), Path::new("s"), &none, false).unwrap(),
+                (1, true)
+            );
+            assert!(base.join("root/a/b").is_dir());
+            symlink(base.join("root/a"), base.join("root/s")).unwrap();
         });
     }
 

@@ -1,12 +1,14 @@
 //! `pbak restore`: a snapshot, or `SNAPSHOT:SUBPATH`, into a directory; `--dry-run` writes
 //! nothing (`--dry-run --verify` reads and verifies everything a restore would).
+//! `--overwrite` says what happens to what the target already has (without it a non-empty
+//! target is refused), `--delete` removes what the snapshot lacks.
 
 use crate::cli::args::Cli;
 use crate::cli::{open_repo, output};
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use pbak::ids::SnapshotId;
-use pbak::ops::restore::{self as restorer, RestoreOptions, RestoreSummary};
+use pbak::ops::restore::{self as restorer, Overwrite, RestoreOptions, RestoreSummary};
 use pbak::repo::filter::parse_snapshot_path;
 use serde_json::json;
 use std::path::PathBuf;
@@ -24,13 +26,32 @@ pub struct RestoreArgs {
     /// Do not restore paths matching this glob (repeatable)
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Re-read the restored files and check them against the snapshot; with --dry-run, read
-    /// and verify every blob a restore would write
+    /// Re-read the restored files and check them against the snapshot (with --overwrite
+    /// if-changed, also before keeping a file); with --dry-run, read and verify every blob a
+    /// restore would write
     #[arg(long)]
     pub verify: bool,
-    /// Write nothing: count what a restore would write (with --verify, read it all)
+    /// Write nothing: count what a restore would write, skip and delete (with --verify, read it all)
     #[arg(long)]
     pub dry_run: bool,
+    /// What to do with entries already in the target; without it, a non-empty target is
+    /// refused. if-changed keeps files whose size and mtime match (resumes a killed restore)
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub overwrite: Option<OverwriteArg>,
+    /// Remove files and directories of the restored tree that the snapshot does not have
+    /// (never what --include/--exclude leave out)
+    #[arg(long)]
+    pub delete: bool,
+    /// List every path written, skipped and deleted
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
 }
 
 pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
@@ -44,6 +65,14 @@ pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
         excludes: a.exclude.clone(),
         verify: a.verify,
         dry_run: a.dry_run,
+        overwrite: a.overwrite.map(|o| match o {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        }),
+        delete: a.delete,
+        list: a.verbose,
+        connections: cli.connections as usize,
     };
     let total = job.snapshot.summary.total_bytes;
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -61,6 +90,11 @@ fn print(cli: &Cli, id: &SnapshotId, s: &RestoreSummary) {
         println!("{}", json!({"snapshot_id": id.to_hex(), "summary": s}));
         return;
     }
+    let mut changes: Vec<&String> = s.changes.iter().collect();
+    changes.sort_by(|a, b| a.split_once(' ').map(|x| x.1).cmp(&b.split_once(' ').map(|x| x.1)));
+    for c in changes {
+        println!("{c}");
+    }
     println!(
         "{} snapshot {}: {} files ({} hardlinks), {} dirs, {} symlinks, {} special, {}",
         if s.dry_run {
@@ -76,6 +110,17 @@ fn print(cli: &Cli, id: &SnapshotId, s: &RestoreSummary) {
         s.specials,
         output::human_bytes(s.bytes)
     );
+    if s.skipped > 0 || s.deleted > 0 || s.written != s.files {
+        println!(
+            "{} {} files, {} {} existing entries, {} {} entries",
+            if s.dry_run { "would write" } else { "wrote" },
+            s.written,
+            if s.dry_run { "would skip" } else { "skipped" },
+            s.skipped,
+            if s.dry_run { "would delete" } else { "deleted" },
+            s.deleted
+        );
+    }
     match (s.dry_run, s.verified_files) {
         (true, 0) => println!("nothing written"),
         (true, n) => println!("read and verified the data of {n} files: all intact; nothing written"),

@@ -4,18 +4,17 @@
 
 use crate::error::{Error, Result};
 use crate::format::pack::BlobEntry;
-use crate::format::tree::Node;
+use crate::format::tree::{Node, Time};
 use crate::fs::at::{self, DirTree, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
 use crate::repo::pack_reader::Cover;
 use crate::repo::Repository;
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Where restored data goes: files by number, and per pack the blobs to write.
@@ -23,6 +22,10 @@ use std::sync::Mutex;
 pub(super) struct ContentPlan {
     /// Each file's path below the target and the inode created for it.
     pub(super) files: Vec<(Box<Path>, Ino)>,
+    /// Each file's (atime, mtime) and number of chunk writes: when the last one is done the
+    /// file gets its times at once, so that after an interrupted restore only finished files
+    /// have the snapshot's size and mtime (`--overwrite if-changed` then checks their content).
+    pub(super) done: Vec<(Time, Time, u32)>,
     /// pack → (blob, file number, offset in the file)
     pub(super) by_pack: HashMap<PackId, Vec<(DataId, u32, u64)>>,
 }
@@ -73,15 +76,33 @@ pub(super) type Damaged = (Box<Path>, Ino, String);
 /// Damage stays local: when a pack cannot be read or a blob in it does not open, the blobs
 /// not yet written are read again one by one, and the files that need a blob that still fails
 /// are returned (their other chunks are written). Errors writing the target stay fatal.
+///
+/// Packs are read in index order (roughly the order backups wrote them) by a fixed set of
+/// workers, each taking the next pack when done with one: the rayon pool alone has one
+/// thread per core, which left a remote store with two requests in flight on two cores.
+/// From a remote repository `connections` workers (at least one per core) keep that many
+/// reads in flight (the backend's gate bounds them too); a local one uses one per core.
+/// Memory stays bounded: a worker holds one read window (at most `READ_WINDOW`, or one
+/// larger blob) at a time.
 pub(super) fn write_contents(
     repo: &Repository,
     index: &Index,
     to: Option<(&Path, &DirTree)>,
     plan: ContentPlan,
+    connections: usize,
     bytes_done: &AtomicU64,
 ) -> Result<Vec<Damaged>> {
     let files = plan.files;
-    let packs: Vec<_> = plan.by_pack.into_iter().collect();
+    let times: Vec<(Time, Time)> = plan.done.iter().map(|&(a, m, _)| (a, m)).collect();
+    let left: Vec<AtomicU32> = plan.done.iter().map(|&(_, _, n)| AtomicU32::new(n)).collect();
+    let mut packs: Vec<_> = plan.by_pack.into_iter().collect();
+    packs.sort_by_key(|(p, _)| (index.pack_position(p), *p));
+    let cores = rayon::current_num_threads().max(1);
+    let workers = match repo.backend().is_local() {
+        true => cores,
+        false => connections.max(cores),
+    }
+    .min(packs.len().max(1));
     let damaged: Mutex<HashMap<u32, String>> = Mutex::default();
     let write_at = |file: u32, data: &[u8], off: u64| -> Result<()> {
         let Some((target, dirs)) = to else { return Ok(()) };
@@ -90,60 +111,64 @@ pub(super) fn write_contents(
         let io = |e| Error::io(&fpath, e);
         let (dir, name) = dirs.parent(rel).map_err(io)?;
         let f = at::open_created(dir.as_fd(), name, *key, true).map_err(io)?;
-        f.write_all_at(data, off).map_err(io)
+        f.write_all_at(data, off).map_err(io)?;
+        if left[file as usize].fetch_sub(1, Relaxed) == 1 {
+            let (atime, mtime) = times[file as usize];
+            at::set_times(f.as_fd(), atime, mtime).map_err(io)?;
+        }
+        Ok(())
     };
-    packs
-        .into_par_iter()
-        .try_for_each(|(pack, mut targets)| -> Result<()> {
-            let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
-            targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
-            let (blobs, ranges) = blobs_of(index, &targets);
-            let write = |i: usize, data: &[u8]| -> Result<()> {
-                for &(_, file, off) in &targets[ranges[i].clone()] {
-                    write_at(file, data, off)?;
-                    bytes_done.fetch_add(data.len() as u64, Relaxed);
-                }
-                Ok(())
-            };
-            // Blobs `done` are written; a write error is kept apart from a read error.
-            let read = |range: std::ops::Range<usize>, done: &mut [bool]| -> Result<Result<()>> {
-                let mut write_err = None;
-                let r = repo.read_pack_blobs(
-                    &pack,
-                    &blobs[range.clone()],
-                    Cover::Blobs,
-                    &mut |_| {},
-                    &mut |i, data| {
-                        let k = range.start + i;
-                        write(k, data).inspect_err(|e| write_err = Some(e.to_string()))?;
-                        done[k] = true;
-                        Ok(())
-                    },
-                );
-                match (r, write_err) {
-                    (Err(e), Some(_)) => Err(e),
-                    (r, _) => Ok(r),
-                }
-            };
-            let mut done = vec![false; blobs.len()];
-            if read(0..blobs.len(), &mut done)?.is_ok() {
-                return Ok(());
-            }
-            for k in 0..blobs.len() {
-                if done[k] {
-                    continue;
-                }
-                let Err(e) = read(k..k + 1, &mut done)? else { continue };
-                if copy_elsewhere(repo, index, &blobs[k], &mut |data| write(k, data))? {
-                    continue;
-                }
-                let mut d = damaged.lock().expect("lock");
-                for &(_, file, _) in &targets[ranges[k].clone()] {
-                    d.entry(file).or_insert_with(|| e.detail());
-                }
+    let one_pack = |(pack, mut targets): (PackId, Vec<(DataId, u32, u64)>)| -> Result<()> {
+        let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
+        targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
+        let (blobs, ranges) = blobs_of(index, &targets);
+        let write = |i: usize, data: &[u8]| -> Result<()> {
+            for &(_, file, off) in &targets[ranges[i].clone()] {
+                write_at(file, data, off)?;
+                bytes_done.fetch_add(data.len() as u64, Relaxed);
             }
             Ok(())
-        })?;
+        };
+        // Blobs `done` are written; a write error is kept apart from a read error.
+        let read = |range: std::ops::Range<usize>, done: &mut [bool]| -> Result<Result<()>> {
+            let mut write_err = None;
+            let r = repo.read_pack_blobs(
+                &pack,
+                &blobs[range.clone()],
+                Cover::Blobs,
+                &mut |_| {},
+                &mut |i, data| {
+                    let k = range.start + i;
+                    write(k, data).inspect_err(|e| write_err = Some(e.to_string()))?;
+                    done[k] = true;
+                    Ok(())
+                },
+            );
+            match (r, write_err) {
+                (Err(e), Some(_)) => Err(e),
+                (r, _) => Ok(r),
+            }
+        };
+        let mut done = vec![false; blobs.len()];
+        if read(0..blobs.len(), &mut done)?.is_ok() {
+            return Ok(());
+        }
+        for k in 0..blobs.len() {
+            if done[k] {
+                continue;
+            }
+            let Err(e) = read(k..k + 1, &mut done)? else { continue };
+            if copy_elsewhere(repo, index, &blobs[k], &mut |data| write(k, data))? {
+                continue;
+            }
+            let mut d = damaged.lock().expect("lock");
+            for &(_, file, _) in &targets[ranges[k].clone()] {
+                d.entry(file).or_insert_with(|| e.detail());
+            }
+        }
+        Ok(())
+    };
+    in_order(packs, workers, &one_pack)?;
     let mut out: Vec<Damaged> = damaged
         .into_inner()
         .expect("lock")
@@ -155,6 +180,32 @@ pub(super) fn write_contents(
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Run `f` on each item, in order, on `workers` threads that each take the next item when
+/// done with one; the first error stops the others from taking more and is returned.
+fn in_order<T: Send>(items: Vec<T>, workers: usize, f: &(dyn Fn(T) -> Result<()> + Sync)) -> Result<()> {
+    let len = items.len();
+    let items: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<Error>> = Mutex::default();
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Relaxed);
+                if i >= len {
+                    break;
+                }
+                let item = items[i].lock().expect("lock").take().expect("taken once");
+                if let Err(e) = f(item) {
+                    failed.lock().expect("lock").get_or_insert(e);
+                    next.store(len, Relaxed);
+                    break;
+                }
+            });
+        }
+    });
+    failed.into_inner().expect("lock").map_or(Ok(()), Err)
 }
 
 /// Read `blob` from another pack that holds a copy of it (its first location was damaged) and
@@ -214,24 +265,41 @@ fn blobs_of(index: &Index, targets: &[(DataId, u32, u64)]) -> (Vec<BlobEntry>, V
 
 /// Re-read a restored file and check its size and every chunk's id.
 pub(super) fn verify_file(repo: &Repository, index: &Index, path: &Path, f: &std::fs::File, node: &Node) -> Result<()> {
-    let fail = |reason: String| Error::VerifyFailed {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let md = f.metadata().map_err(|e| Error::io(path, e))?;
+    match differs(repo, index, f, node).map_err(|e| Error::io(path, e))? {
+        None => Ok(()),
+        Some(reason) => Err(Error::VerifyFailed {
+            path: path.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+/// How the open file `f` differs from `node` (size, or a chunk whose keyed hash is not the
+/// snapshot's blob id), or `None` when it holds the snapshot's data. A sparse file's holes
+/// are not read (its chunks cover only its data extents): `--overwrite if-changed` also
+/// requires the size and mtime to match, which writing into a hole changes.
+pub(super) fn differs(
+    repo: &Repository,
+    index: &Index,
+    f: &std::fs::File,
+    node: &Node,
+) -> std::io::Result<Option<String>> {
+    let md = f.metadata()?;
     if !md.is_file() {
-        return Err(fail("not a regular file".into()));
+        return Ok(Some("not a regular file".into()));
     }
     if md.len() != node.size {
-        return Err(fail(format!("size {} instead of {}", md.len(), node.size)));
+        return Ok(Some(format!("size {} instead of {}", md.len(), node.size)));
     }
-    for (id, off) in chunk_offsets(index, node)? {
+    let offsets = chunk_offsets(index, node).map_err(std::io::Error::other)?;
+    let mut buf = Vec::new();
+    for (id, off) in offsets {
         let len = index.get(&id).expect("indexed").raw_length as usize;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, off).map_err(|e| Error::io(path, e))?;
+        buf.resize(len, 0);
+        f.read_exact_at(&mut buf, off)?;
         if repo.key().blob_id(&buf) != id.blob() {
-            return Err(fail(format!("content at offset {off} differs from the snapshot")));
+            return Ok(Some(format!("content at offset {off} differs from the snapshot")));
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -134,8 +134,11 @@ impl Walk<'_> {
                 let (dir, name) = self.dirs().parent(&e.rel).map_err(io)?;
                 let pfd = at::open_path(dir.as_fd(), name).map_err(io)?;
                 let key = ino(pfd.as_fd()).map_err(io)?;
-                let f = at::open_created(dir.as_fd(), name, key, false).map_err(io)?;
-                verify_file(self.repo, self.index, &path, &f, e.node)?;
+                // Kept by `if-changed` after the same check: read once.
+                if !self.checked.lock().expect("lock").contains(&key) {
+                    let f = at::open_created(dir.as_fd(), name, key, false).map_err(io)?;
+                    verify_file(self.repo, self.index, &path, &f, e.node)?;
+                }
                 n.fetch_add(1, Relaxed);
             }
             Ok(())

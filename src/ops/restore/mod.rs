@@ -36,8 +36,30 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// Re-read the restored files; in a dry run, read and verify every blob a restore needs.
     pub verify: bool,
-    /// Plan and count only: nothing is written (the target need not exist).
+    /// Plan and count only: nothing is written (the target need not exist; when it does,
+    /// it is inspected as a restore would, to count what would be written, skipped, deleted).
     pub dry_run: bool,
+    /// What to do with entries already in the target; `None` refuses a non-empty target.
+    pub overwrite: Option<Overwrite>,
+    /// Remove entries of the restored directories that the snapshot does not have (only
+    /// those the selection would restore if the snapshot had them).
+    pub delete: bool,
+    /// List every entry written, skipped and deleted in [`RestoreSummary::changes`].
+    pub list: bool,
+    /// Packs read at once from a remote repository (at least the cores in use).
+    pub connections: usize,
+}
+
+/// How a restore treats an entry that already exists in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace every file, symlink and special file.
+    Always,
+    /// Keep a regular file whose size and mtime already match (with `verify`, and every
+    /// chunk's keyed hash); replace anything else.
+    IfChanged,
+    /// Keep every existing entry as it is (directories are entered, not changed).
+    Never,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -57,6 +79,16 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
     /// Nothing was written: `files` … `bytes` are what a restore would write.
     pub dry_run: bool,
+    /// Files whose data was written (new or replaced); `files` counts them and `skipped`.
+    pub written: u64,
+    /// Existing entries left as they were (`--overwrite if-changed`: files that matched;
+    /// `never`: anything already there).
+    pub skipped: u64,
+    /// Entries removed by `--delete` (a directory and each entry below it count one each).
+    pub deleted: u64,
+    /// With [`RestoreOptions::list`]: `write PATH`, `skip PATH`, `delete PATH`, in no order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 }
 
 /// Whether an entry at `snap_path` (inside the snapshot) is restored. Excluding a directory
@@ -168,16 +200,48 @@ pub fn restore(
     };
     let (tree_id, single) = repo.resolve_path(index, &snap.tree, &opts.subpath)?;
     let base = PathBuf::from("/").join(opts.subpath.trim_matches('/'));
+    let exists = !opts.target.as_os_str().is_empty() && opts.target.exists();
+    let mode = match opts.overwrite {
+        Some(m) => m,
+        None if exists && !is_empty_dir(&opts.target)? => return Err(not_empty(&opts.target)),
+        // An empty or new target: nothing to overwrite.
+        None => Overwrite::Always,
+    };
+    let how = walk::How {
+        mode,
+        delete: opts.delete,
+        list: opts.list,
+        dry: opts.dry_run,
+        verify: opts.verify,
+    };
     if opts.dry_run {
-        let w = walk::Walk::new(repo, index, sel, None, tree_id, single, base)?;
-        return dry_run(&w, opts.verify, bytes_done);
+        let target = match exists {
+            true => Some(opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?),
+            false => None,
+        };
+        let w = walk::Walk::new(repo, index, (sel, how), target, tree_id, single, base)?;
+        if opts.delete && exists {
+            w.delete_extras()?;
+        }
+        return dry_run(&w, opts.verify, opts.connections, bytes_done);
     }
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let target = opts.target.canonicalize().map_err(|e| Error::io(&opts.target, e))?;
-    let w = walk::Walk::new(repo, index, sel, Some(target), tree_id, single, base)?;
+    let w = walk::Walk::new(repo, index, (sel, how), Some(target), tree_id, single, base)?;
+    // Extras go first: removing them changes their directories' times, set at the end.
+    if opts.delete {
+        w.delete_extras()?;
+    }
     w.for_each(&|e| w.create(e))?;
     w.link_later_names()?;
-    let damaged = contents::write_contents(repo, index, Some((&w.target, w.dirs())), w.take_plan(), bytes_done)?;
+    let damaged = contents::write_contents(
+        repo,
+        index,
+        Some((&w.target, w.dirs())),
+        w.take_plan(),
+        opts.connections,
+        bytes_done,
+    )?;
     let failed = w.set_aside(&damaged)?;
     let owner_skipped = w.apply_metadata()?;
     let mut sum = w.take_summary();
@@ -196,7 +260,7 @@ pub fn restore(
 /// pass reading and verifying every blob it would write, pack by pack in the same order,
 /// writing nothing. The format stores no whole-file hash: a file is verified when each of
 /// its chunks authenticates and matches the id its (authenticated) tree names.
-fn dry_run(w: &walk::Walk, verify: bool, bytes_done: &AtomicU64) -> Result<RestoreSummary> {
+fn dry_run(w: &walk::Walk, verify: bool, connections: usize, bytes_done: &AtomicU64) -> Result<RestoreSummary> {
     w.for_each(&|e| w.create(e))?;
     let plan = w.take_plan();
     let mut sum = w.take_summary();
@@ -208,7 +272,7 @@ fn dry_run(w: &walk::Walk, verify: bool, bytes_done: &AtomicU64) -> Result<Resto
     if !verify {
         return Ok(sum);
     }
-    let damaged = contents::write_contents(w.repo, w.index, None, plan, bytes_done)?;
+    let damaged = contents::write_contents(w.repo, w.index, None, plan, connections, bytes_done)?;
     for (rel, _, why) in &damaged {
         sum.warnings
             .push(format!("{}: data damaged: {why}", w.snap_path(rel).display()));
@@ -224,4 +288,20 @@ fn dry_run(w: &walk::Walk, verify: bool, bytes_done: &AtomicU64) -> Result<Resto
     sum.failed_files = damaged.len() as u64;
     sum.verified_files = sum.files - sum.failed_files;
     Ok(sum)
+}
+
+/// Whether the directory `p` has no entries (a file there is not empty).
+fn is_empty_dir(p: &Path) -> Result<bool> {
+    match std::fs::read_dir(p) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+fn not_empty(target: &Path) -> Error {
+    Error::Usage(format!(
+        "restore target {} is not empty: pass --overwrite always, if-changed or never to say what happens to what is there (add --delete to remove what the snapshot lacks), or restore into an empty directory",
+        target.display()
+    ))
 }
