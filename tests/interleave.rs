@@ -109,7 +109,8 @@ fn run_once(p: &Pbak, root: &Path, seed: u64, written: &mut HashMap<String, Path
             (Some(0), None) => {}
             // Allowed failures: the one line of a backup whose data a prune removed, and a
             // prune that found another prune running.
-            (Some(1), _)
+            // (75: errors that may pass when tried again.)
+            (Some(1 | 75), _)
                 if err.contains("removed data this backup relied on") || err.contains("another prune is running") => {}
             (code, _) => panic!("seed {seed}: {} exited {code:?}: {err}", pr.what),
         }

@@ -75,7 +75,11 @@ pub fn units(cfg: &Config, name: &str, paths: &Paths) -> Result<Vec<Unit>> {
     let base = Base::new(cfg, p, name, paths)?;
     let mut out = Vec::new();
 
-    let run = base.pbak_args(&["run", name])?;
+    // With a check table the weekly check timer checks; the nightly run then does not.
+    let run = match p.check {
+        Some(_) => base.pbak_args(&["run", name, "--no-check"])?,
+        None => base.pbak_args(&["run", name])?,
+    };
     out.push(base.service("", &format!("pbak nightly run of profile {name}"), &run, true, s.nice)?);
     out.push(base.timer(
         "",
@@ -427,7 +431,7 @@ local_snapshots = { schedule = "hourly" }
         );
         let s = text(&u, "pbak-home.service");
         assert!(
-            s.contains("\nExecStart=/usr/bin/pbak --config /etc/pbak/pbak.toml run home\n"),
+            s.contains("\nExecStart=/usr/bin/pbak --config /etc/pbak/pbak.toml run home --no-check\n"),
             "{s}"
         );
         assert!(s.contains("\nLoadCredential=password:/etc/pbak/pass%%word\n"), "{s}");

@@ -16,6 +16,9 @@ pub struct RunArgs {
     /// Print the steps and hooks it would run, and run nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Leave the check out even when it is due (the weekly check timer of `pbak systemd` runs it)
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
@@ -45,6 +48,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<i32> {
         config_path: std::path::absolute(&loaded.path)?,
         profile: name.to_string(),
         config: cfg,
+        no_check: a.no_check,
     };
     let report = runner.run(&dir, a.dry_run, log)?;
     if cli.json {
