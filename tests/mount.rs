@@ -94,17 +94,7 @@ impl Mount {
     fn stop(mut self) {
         let mut child = self.child.take().unwrap();
         sh(&format!("kill -TERM {}", child.id()));
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "still running 30 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_exit(&mut child, "SIGTERM");
         assert!(status.success(), "pbak mount exited with {status}: {}", self.stderr());
         assert!(!is_mountpoint(&self.mnt), "{} is still mounted", self.mnt.display());
     }
@@ -407,17 +397,7 @@ fn an_unmount_from_outside_ends_pbak_mount_with_exit_0() {
     let tool = if is_root() { "umount" } else { "fusermount3 -u" };
     sh(&format!("{tool} '{}'", m.mnt.display()));
     let mut child = m.child.take().unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "still running 30 s after umount"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "umount");
     assert!(status.success(), "exit {status}: {}", m.stderr());
     assert!(!is_mountpoint(&m.mnt));
 }
@@ -474,4 +454,19 @@ fn three_hundred_snapshots_list_at_once() {
         "tiny"
     );
     m.stop();
+}
+
+/// The exit status of `child`, which must end within 30 s of `after`.
+fn wait_exit(child: &mut std::process::Child, after: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running 30 s after {after}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -395,17 +395,8 @@ impl Config {
                     "no [[retention.policy]] table: add one (docs/retention.md)".into(),
                 ));
             }
-            // The names and zone are checked as a policy file would be.
-            let names: Vec<&str> = ret.policies.iter().map(|p| p.name.as_str()).collect();
-            for (i, n) in names.iter().enumerate() {
-                if n.trim().is_empty() || names[..i].contains(n) {
-                    return Err(bad(
-                        Some(n),
-                        "name",
-                        format!("policy names must be non-empty and unique ({n:?})"),
-                    ));
-                }
-            }
+            // The names and zone are checked as a policy file's are.
+            policy::check_names(&ret.policies).map_err(|why| bad(None, "retention.policy", why))?;
             if let Some(z) = &ret.timezone {
                 crate::ops::forget::zone::Zone::named(z).map_err(|e| bad(None, "timezone", e.to_string()))?;
             }

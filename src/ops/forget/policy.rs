@@ -92,21 +92,21 @@ pub fn parse(text: &str, origin: &str) -> Result<PolicyFile> {
             "policy file {origin} has no [[policy]] table: add one (the schema is in docs/retention.md)"
         )));
     }
-    for (i, p) in file.policies.iter().enumerate() {
+    check_names(&file.policies).map_err(|why| Error::Usage(format!("policy file {origin}: {why}")))?;
+    Ok(file)
+}
+
+/// Policy names are non-empty and unique (a policy file's and a config file's `[retention]`).
+pub fn check_names(policies: &[Policy]) -> std::result::Result<(), String> {
+    for (i, p) in policies.iter().enumerate() {
         if p.name.trim().is_empty() {
-            return Err(Error::Usage(format!(
-                "policy file {origin}: policy number {} has an empty name: name it",
-                i + 1
-            )));
+            return Err(format!("policy number {} has an empty name: name it", i + 1));
         }
-        if file.policies[..i].iter().any(|q| q.name == p.name) {
-            return Err(Error::Usage(format!(
-                "policy file {origin}: two policies are named {:?}: rename one",
-                p.name
-            )));
+        if policies[..i].iter().any(|q| q.name == p.name) {
+            return Err(format!("two policies are named {:?}: rename one", p.name));
         }
     }
-    Ok(file)
+    Ok(())
 }
 
 /// ` line N, key `K`` for a byte offset: the key is the one assigned on that line, or the
