@@ -63,11 +63,34 @@ impl Setup {
         self.cmd(args).output().unwrap()
     }
 
+    /// Start `run PROFILE` in the background; returns once it holds the profile's lock.
+    fn start_holding_lock(&self, profile: &str) -> std::process::Child {
+        let first = self
+            .cmd(&["run", profile])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lock = self.path(&format!("state/{profile}.lock"));
+        let t = Instant::now();
+        while fs::read_to_string(&lock).map_or(true, |l| l.is_empty()) {
+            assert!(t.elapsed() < Duration::from_secs(20), "the first run took the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        first
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(o.status.success(), "{args:?}: {}{}", text(&o.stdout), text(&o.stderr));
         text(&o.stdout)
     }
+}
+
+/// An env file (0600) with S3 credentials that no server accepts.
+fn fake_credentials(p: &Path) -> PathBuf {
+    fs::write(p, "AWS_ACCESS_KEY_ID=x\nAWS_SECRET_ACCESS_KEY=y\n").unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+    p.to_path_buf()
 }
 
 fn text(b: &[u8]) -> String {
@@ -252,9 +275,7 @@ fn an_unreachable_repository_is_retried_with_backoff_then_fails() {
         Path::new("s3:http://127.0.0.1:1/bucket"),
         "[profile.p.retry]\nattempts = 2\ndelay = \"1s\"\n",
     );
-    let env = dir.path().join("creds.env");
-    fs::write(&env, "AWS_ACCESS_KEY_ID=x\nAWS_SECRET_ACCESS_KEY=y\n").unwrap();
-    fs::set_permissions(&env, fs::Permissions::from_mode(0o600)).unwrap();
+    let env = fake_credentials(&dir.path().join("creds.env"));
     let start = Instant::now();
     let o = s
         .cmd(&["--env-file", env.to_str().unwrap(), "run", "p"])
@@ -287,17 +308,7 @@ fn a_second_concurrent_run_exits_at_once_naming_the_first() {
     let repo = tempfile::tempdir().unwrap();
     let (s, _) = plain_setup(&repo.path().join("r"), "[profile.p.hooks]\npre = [\"sleep 3\"]\n");
     s.ok(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
-    let mut first = s
-        .cmd(&["run", "p"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = s.path("state/p.lock");
-    let t = Instant::now();
-    while fs::read_to_string(&lock).map_or(true, |l| l.is_empty()) {
-        assert!(t.elapsed() < Duration::from_secs(20), "the first run took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = s.start_holding_lock("p");
     let t = Instant::now();
     let o = s.run(&["run", "p"]);
     let err = text(&o.stderr);
@@ -392,4 +403,184 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     assert_eq!(o.status.code(), Some(1));
     let e = text(&o.stderr);
     assert!(e.contains("no profile \"nope\"") && e.contains(": p"), "{e}");
+}
+
+/// The issue's "done when": `examples/hetzner.toml` itself, with its paths pointed at a Btrfs
+/// loop filesystem (the sources, the databases' retention match, the password, the metrics
+/// file), its healthcheck at a local server and its pre hook (psql CHECKPOINT) replaced.
+#[test]
+fn the_hetzner_example_runs_as_shipped_on_a_loop_filesystem() {
+    let Some(fs_) = btrfs_or_skip("run_hetzner_example") else {
+        return;
+    };
+    let mnt = fs_.path().to_path_buf();
+    let (url, seen) = http_server();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password");
+    fs::write(&pw, "correct horse\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    let sources = ["/", "/home", "/etc", "/var/lib/postgresql", "/var/lib/redis"];
+    let local = |s: &str| match s {
+        "/" => mnt.join("root"),
+        s => mnt.join(s.trim_start_matches('/')),
+    };
+    for (i, s) in sources.iter().enumerate() {
+        let p = local(s);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        subvol_create(&p);
+        if s.starts_with("/var/lib/") {
+            // strict = true: the database subvolumes must be nodatacow.
+            sh(&format!("chattr +C '{}'", p.display()));
+        }
+        make_tree(&p.join("data"), 60 + i as u64);
+    }
+    let repo = mnt.join("repo");
+    let (metrics, marker) = (dir.path().join("pbak.prom"), dir.path().join("checkpoint"));
+    let shipped = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hetzner.toml")).unwrap();
+    let mut text_ = format!("state_dir = \"{}\"\n{shipped}", dir.path().join("state").display());
+    let swaps: Vec<(String, String)> = vec![
+        (
+            "\"s3:https://s3.eu-central-003.backblazeb2.com/fleet-backups/pbak\"".into(),
+            format!("\"{}\"", repo.display()),
+        ),
+        ("\"/etc/pbak/password\"".into(), format!("\"{}\"", pw.display())),
+        ("env_file = \"/etc/pbak/b2.env\"".into(), String::new()),
+        (
+            "\"/var/lib/prometheus/node-exporter/pbak.prom\"".into(),
+            format!("\"{}\"", metrics.display()),
+        ),
+        (
+            "\"https://hc-ping.com/00000000-0000-0000-0000-000000000001\"".into(),
+            format!("\"{url}\""),
+        ),
+        (
+            "\"runuser -u postgres -- psql -qc CHECKPOINT\"".into(),
+            format!("\"echo checkpoint > {}\"", marker.display()),
+        ),
+    ];
+    for (from, to) in swaps.iter().cloned().chain(
+        sources
+            .iter()
+            .map(|s| (format!("\"{s}\""), format!("\"{}\"", local(s).display()))),
+    ) {
+        assert!(text_.contains(&from), "examples/hetzner.toml no longer has {from}");
+        text_ = text_.replace(&from, &to);
+    }
+    let config = dir.path().join("pbak.toml");
+    fs::write(&config, &text_).unwrap();
+    let s = Setup {
+        dir,
+        config: config.clone(),
+    };
+    s.ok(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
+    s.ok(&["config", "check"]);
+
+    let o = s.run(&["run", "hetzner"]);
+    let log = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{log}");
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "checkpoint\n", "the pre hook ran");
+    for src in sources {
+        assert!(
+            log.contains(&format!("backup {}: done", local(src).display())),
+            "{src}: {log}"
+        );
+    }
+    assert!(log.contains("forget+prune host hetzner: done"), "hetzner prunes: {log}");
+    assert!(log.contains("check 25G: done"), "{log}");
+    assert!(log.contains("run hetzner: success (exit 0"), "{log}");
+    let pings: Vec<String> = seen.lock().unwrap().iter().map(|r| r.0.clone()).collect();
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert!(pings[1].starts_with("POST /ping/abc HTTP"), "{pings:?}");
+
+    // The snapshots: five of hetzner, tagged nightly; the databases' policy keeps them.
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&s.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.len(), 5);
+    assert!(snaps
+        .iter()
+        .all(|j| j["host"] == "hetzner" && j["tags"][0] == "nightly"));
+    // status: every backup ok and recent, the check recorded; the metrics file written.
+    let st: serde_json::Value = serde_json::from_str(&text(&s.run(&["status", "--json"]).stdout)).unwrap();
+    let backups = st["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 5, "{st}");
+    assert!(
+        backups
+            .iter()
+            .all(|b| b["level"] == "ok" && b["files"].as_u64() > Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["check"]["level"], "ok", "{st}");
+    assert_eq!(st["check"]["errors"], 0, "{st}");
+    let prom = fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains("pbak_"), "{prom}");
+    // cost: the stored bytes are the repository's objects, as `du` counts them.
+    let cost: serde_json::Value = serde_json::from_str(&s.ok(&["--json", "cost"])).unwrap();
+    let du: u64 = sh(&format!(
+        "find '{}' -type f -printf '%s\\n' | awk '{{s+=$1}} END {{print s}}'",
+        repo.display()
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let stored = cost["stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored <= du && stored + 64 * 1024 >= du,
+        "cost says {stored}, du {du}: {cost}"
+    );
+    assert!(cost["monthly_usd"].as_f64().unwrap() < 0.01, "{cost}");
+    assert_eq!(st["cost"]["level"], "ok", "{st}");
+    // Three local snapshots are kept of each subvolume (daily = 3); one exists so far.
+    for src in sources {
+        let l = s.ok(&["btrfs", "list", local(src).to_str().unwrap()]);
+        assert_eq!(l.lines().count(), 1, "{src}: {l}");
+    }
+
+    // The failure paths, with the same file: a failing pre hook...
+    let edit = |from: &str, to: &str| {
+        let t = fs::read_to_string(&config).unwrap();
+        assert!(t.contains(from), "{from}");
+        fs::write(&config, t.replace(from, to)).unwrap();
+    };
+    edit(&format!("\"echo checkpoint > {}\"", marker.display()), "\"exit 3\"");
+    let o = s.run(&["run", "hetzner"]);
+    let log = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("hook pre failed: exit 3: exit code 3") && log.contains("the backups were skipped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("hook failure: logger -t pbak"),
+        "the failure hook ran: {log}"
+    );
+    edit("\"exit 3\"", "\"sleep 3\"");
+    // ... a second concurrent run ...
+    let mut first = s.start_holding_lock("hetzner");
+    let o = s.run(&["run", "hetzner"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert!(
+        err.contains(&format!("already running (pid {} since ", first.id())),
+        "{err}"
+    );
+    assert!(first.wait().unwrap().success());
+    // ... and an unreachable repository: retried (1 s, 2 s), then exit 1.
+    edit(&format!("\"{}\"", repo.display()), "\"s3:http://127.0.0.1:1/bucket\"");
+    edit("delay = \"30s\"", "delay = \"1s\"");
+    let envf = fake_credentials(&s.path("creds.env"));
+    let o = s
+        .cmd(&["--env-file", envf.to_str().unwrap(), "run", "hetzner"])
+        .output()
+        .unwrap();
+    let log = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("retry 1 of 3 in 1 s") && log.contains("retry 2 of 3 in 2 s"),
+        "{log}"
+    );
+    assert!(
+        log.contains(": FAILED (exit 75") && log.contains("run hetzner: failure (exit 1"),
+        "{log}"
+    );
+    let pings: Vec<String> = seen.lock().unwrap().iter().map(|r| r.0.clone()).collect();
+    assert!(pings.last().unwrap().starts_with("POST /ping/abc/fail"), "{pings:?}");
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use pbak::format::keyfile::{self, KdfParams};
 use pbak::ops::forget::retention::{parse_duration, KeepRules};
+use pbak::repo::filter::SnapshotFilter;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -191,6 +192,32 @@ fn kdf_passes_help() -> String {
         KdfParams::default().t_cost,
         keyfile::MAX_PASSES
     )
+}
+
+/// Which snapshots `latest` chooses from (restic's `restore latest --host H --path P`): in a
+/// shared repository the newest snapshot overall is usually another host's.
+#[derive(Args, Debug, Default)]
+pub struct LatestArgs {
+    /// `latest` means the newest snapshot of this host
+    #[arg(long = "host", id = "latest_host", value_name = "HOST")]
+    pub host: Option<String>,
+    /// `latest` means the newest snapshot with this path among its paths
+    #[arg(long = "path", id = "latest_path", value_name = "PATH")]
+    pub path: Option<String>,
+    /// `latest` means the newest snapshot with this tag (repeatable: all must match)
+    #[arg(long = "tag", id = "latest_tag", value_name = "TAG")]
+    pub tag: Vec<String>,
+}
+
+impl LatestArgs {
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: self.host.iter().cloned().collect(),
+            paths: self.path.iter().cloned().collect(),
+            exact_paths: false,
+            tags: self.tag.clone(),
+        }
+    }
 }
 
 /// Retention rules, as restic's `forget`.

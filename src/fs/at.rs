@@ -161,7 +161,8 @@ pub fn names(dir: BorrowedFd) -> io::Result<Vec<OsString>> {
 
 /// Remove the entry `name` of `dir`, whose path is `rel`, and when it is a directory
 /// everything below it, except what `keep(path)` protects (a directory that still holds a
-/// kept entry stays). Never follows a symlink: a directory is opened relative to its
+/// kept entry stays), nor a directory on another device (mount points and nested Btrfs
+/// subvolumes stay, with what is in them). Never follows a symlink: a directory is opened relative to its
 /// parent's descriptor with `O_DIRECTORY | O_NOFOLLOW` and emptied through that descriptor;
 /// anything else (a symlink included) is unlinked by name. With `dry`, nothing is removed
 /// and the count is what would be. Returns (entries removed, whether `name` itself went).
@@ -182,6 +183,9 @@ pub fn remove_tree(
         Err(e) => Err(io::Error::from(e)),
     };
     match rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        // Another filesystem or Btrfs subvolume (a mount point, a nested subvolume such as
+        // the local snapshots) is never entered: it is not part of this tree.
+        Ok(sub) if rustix::fs::fstat(&sub)?.st_dev != rustix::fs::fstat(dir)?.st_dev => Ok((0, false)),
         Ok(sub) => {
             let (mut n, mut all) = (0, true);
             for child in names(sub.as_fd())? {

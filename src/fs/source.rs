@@ -22,6 +22,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// Open a directory without moving its access time when listed (`O_NOATIME`, which needs the
+/// owner or root; without it otherwise).
+fn open_noatime(p: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    match rustix::fs::openat(CWD, p, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(CWD, p, flags, Mode::empty()),
+        r => r,
+    }
+}
+
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
@@ -52,7 +61,7 @@ impl SourceDir {
     /// Open `read` itself (a backup source: a symlink named as the source is followed, as
     /// the user asked for it).
     pub fn open_root(read: &Path) -> io::Result<SourceDir> {
-        let fd = rustix::fs::openat(CWD, read, DIR_FLAGS - OFlags::NOFOLLOW, Mode::empty())?;
+        let fd = open_noatime(read, DIR_FLAGS - OFlags::NOFOLLOW)?;
         let dev = rustix::fs::fstat(&fd)?.st_dev;
         Ok(SourceDir {
             fd,
@@ -64,7 +73,7 @@ impl SourceDir {
     /// Open the directory that `access` names (an entry path from [`SourceDir::entry`], or
     /// a plain path), if it still is the directory `seen` (its `lstat`) described.
     pub fn open_checked(access: &Path, read: &Path, seen: &std::fs::Metadata) -> io::Result<SourceDir> {
-        let fd = rustix::fs::openat(CWD, access, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+        let fd = open_noatime(access, DIR_FLAGS).map_err(|e| match e {
             rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => changed("it is no longer a directory"),
             e => e.into(),
         })?;

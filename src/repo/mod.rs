@@ -304,6 +304,15 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         find_in(&self.snapshots()?, spec).cloned()
     }
+
+    /// Resolve `latest` among the snapshots `latest` selects, or a unique hex prefix among
+    /// all of them (an id names one snapshot whatever the filter).
+    pub fn find_snapshot_of(&self, spec: &str, latest: &filter::SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+        match spec {
+            "latest" => find_in(&latest.apply(self.snapshots()?), spec).cloned(),
+            _ => self.find_snapshot(spec),
+        }
+    }
 }
 
 /// Resolve `latest` or a unique hex prefix among `all` (oldest first), for callers that

@@ -1,7 +1,8 @@
-//! `pbak btrfs list|prune|doctor`: pbak's local snapshots, and the mounts' storage settings.
+//! `pbak btrfs snapshot|list|prune|doctor`: pbak's local snapshots, and the mounts' storage
+//! settings.
 
 use crate::cli::args::{Cli, KeepArgs};
-use crate::cli::open_repo;
+use crate::cli::{config, open_repo};
 use anyhow::Result;
 use clap::Subcommand;
 use pbak::btrfs::doctor::{self, Report};
@@ -11,6 +12,18 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
 pub enum BtrfsCommand {
+    /// Take read-only local snapshots of SUBVOLUMEs now (as snapper and btrbk do), then apply
+    /// the local retention; with --profile, its sources and `local_snapshots.keep` are the defaults
+    ///
+    /// The next snapshot-backup still compares against the local snapshot the last backup read
+    /// (its contents are in the repository); retention never deletes that one.
+    Snapshot {
+        subvolumes: Vec<PathBuf>,
+        #[arg(long)]
+        snapshot_dir: Option<PathBuf>,
+        #[command(flatten)]
+        keep: KeepArgs,
+    },
     /// List pbak's local snapshots of a subvolume
     List {
         subvolume: PathBuf,
@@ -39,6 +52,11 @@ pub enum BtrfsCommand {
 
 pub fn run(cli: &Cli, c: &BtrfsCommand) -> Result<i32> {
     match c {
+        BtrfsCommand::Snapshot {
+            subvolumes,
+            snapshot_dir,
+            keep,
+        } => snapshot(cli, subvolumes, snapshot_dir.as_deref(), keep),
         BtrfsCommand::List {
             subvolume,
             snapshot_dir,
@@ -55,6 +73,75 @@ pub fn run(cli: &Cli, c: &BtrfsCommand) -> Result<i32> {
             Ok(if reports.iter().all(|r| r.ok()) { 0 } else { 1 })
         }
     }
+}
+
+/// `btrfs snapshot`: one failing subvolume does not stop the others; exit 1 when one failed.
+fn snapshot(cli: &Cli, subvolumes: &[PathBuf], snapshot_dir: Option<&Path>, keep: &KeepArgs) -> Result<i32> {
+    let profile = match (&cli.profile, config::loaded()) {
+        (Some(name), Some(l)) => Some(l.config.profile(name)?),
+        _ => None,
+    };
+    let subvolumes = match (subvolumes.is_empty(), profile) {
+        (false, _) => subvolumes.to_vec(),
+        (true, Some(p)) if p.snapshot => p.sources.clone(),
+        _ => anyhow::bail!("name the subvolumes to snapshot, or give --profile of a profile with snapshot = true"),
+    };
+    let dir_flag = snapshot_dir
+        .map(Path::to_path_buf)
+        .or_else(|| profile.and_then(|p| p.snapshot_dir.clone()));
+    let mut rules = keep.rules()?;
+    if rules.is_empty() {
+        if let Some(p) = profile {
+            rules = p.local_snapshots.keep.clone();
+        }
+    }
+    // The repository says which local snapshot each subvolume's last backup read (it must
+    // stay); without it retention is skipped, never guessed.
+    let repo = match rules.is_empty() {
+        true => None,
+        false => Some(open_repo(cli).map_err(|e| format!("{e:#}"))),
+    };
+    let mut failed = 0;
+    for subvol in &subvolumes {
+        let dir = local_snapshots::snapshot_dir(subvol, dir_flag.as_deref());
+        let taken = match local_snapshots::take(subvol, &dir) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: cannot snapshot {}: {e:#}", subvol.display());
+                failed += 1;
+                continue;
+            }
+        };
+        let mut deleted = Vec::new();
+        let mut skipped = None;
+        match &repo {
+            None => {}
+            Some(Err(e)) => skipped = Some(format!("local retention skipped: cannot read the repository ({e})")),
+            Some(Ok(repo)) => {
+                let r = local_snapshots::prune(repo, subvol, dir_flag.as_deref(), &rules, false, &mut |p| {
+                    deleted.push(p.to_path_buf())
+                });
+                if let Err(e) = r {
+                    skipped = Some(format!("local retention failed: {e:#}"));
+                }
+            }
+        }
+        if cli.json {
+            println!(
+                "{}",
+                json!({"subvolume": subvol, "snapshot": taken, "deleted": deleted, "retention_error": skipped})
+            );
+        } else if !cli.quiet {
+            println!("snapshot {}", taken.display());
+            for d in &deleted {
+                println!("deleted {}", d.display());
+            }
+        }
+        if let Some(s) = skipped {
+            eprintln!("warning: {}: {s}", subvol.display());
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 fn list(subvolume: &Path, snapshot_dir: Option<&Path>) -> Result<i32> {

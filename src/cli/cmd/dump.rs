@@ -2,7 +2,7 @@
 //! directory (the whole snapshot without a path) as a tar stream: `pbak dump latest home/alice
 //! | tar -x -C /restore`.
 
-use crate::cli::args::Cli;
+use crate::cli::args::{Cli, LatestArgs};
 use crate::cli::open_repo;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -16,6 +16,8 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// The file or directory in it (relative to the snapshot root, as `ls` shows it)
     pub path: Option<String>,
+    #[command(flatten)]
+    pub latest: LatestArgs,
 }
 
 pub fn run(cli: &Cli, a: &DumpArgs) -> Result<i32> {
@@ -23,7 +25,7 @@ pub fn run(cli: &Cli, a: &DumpArgs) -> Result<i32> {
     let index = repo.load_index()?;
     let (spec, sub) = parse_snapshot_path(&a.snapshot);
     let sub = a.path.as_deref().unwrap_or(sub).trim_start_matches('/').to_string();
-    let (_, snap) = repo.find_snapshot(spec)?;
+    let (_, snap) = repo.find_snapshot_of(spec, &a.latest.filter())?;
     let (_, node) = repo.resolve_path(&index, &snap.tree, &sub)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
     if node.as_ref().is_some_and(|n| !n.is_dir()) {

@@ -1,6 +1,6 @@
 //! `pbak ls`: the contents of a snapshot, or of a directory inside it (recursively).
 
-use crate::cli::args::Cli;
+use crate::cli::args::{Cli, LatestArgs};
 use crate::cli::open_repo;
 use anyhow::Result;
 use clap::Args;
@@ -21,12 +21,14 @@ pub struct LsArgs {
     /// names are escaped as `ls -b` does (ESC as \033); piped text and --json are exact
     #[arg(short, long)]
     pub long: bool,
+    #[command(flatten)]
+    pub latest: LatestArgs,
 }
 
 pub fn run(cli: &Cli, a: &LsArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
     let index = repo.load_index()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = repo.find_snapshot_of(&a.snapshot, &a.latest.filter())?;
     if !cli.json {
         println!(
             "snapshot {} of {} at {}:",

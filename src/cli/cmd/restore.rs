@@ -3,7 +3,7 @@
 //! `--overwrite` says what happens to what the target already has (without it a non-empty
 //! target is refused), `--delete` removes what the snapshot lacks.
 
-use crate::cli::args::Cli;
+use crate::cli::args::{Cli, LatestArgs};
 use crate::cli::{open_repo, output};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -45,6 +45,8 @@ pub struct RestoreArgs {
     /// List every path written, skipped and deleted
     #[arg(short, long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub latest: LatestArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,7 +59,7 @@ pub enum OverwriteArg {
 pub fn run(cli: &Cli, a: &RestoreArgs) -> Result<i32> {
     let (spec, sub) = parse_snapshot_path(&a.snapshot);
     let repo = open_repo(cli)?;
-    let job = restorer::prepare(&repo, spec)?;
+    let job = restorer::prepare(&repo, spec, &a.latest.filter())?;
     let opts = RestoreOptions {
         target: a.target.clone().unwrap_or_default(),
         subpath: sub.to_string(),

@@ -369,6 +369,19 @@ impl Ctx<'_> {
             }
             _ => {}
         }
+        keep_parent_atime(&mut node, pnode);
         Ok(Some(node))
+    }
+}
+
+/// An entry that differs from its parent node only in its access time keeps the parent's
+/// node: a read (a listing, `find`, a user opening a file) must not make a new tree, and every
+/// tree above it, on each backup.
+fn keep_parent_atime(node: &mut Node, pnode: Option<&Node>) {
+    if let Some(p) = pnode.filter(|p| p.atime != node.atime) {
+        let mine = std::mem::replace(&mut node.atime, p.atime);
+        if node != p {
+            node.atime = mine;
+        }
     }
 }

@@ -22,6 +22,7 @@ mod walk;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::ids::SnapshotId;
+use crate::repo::filter::SnapshotFilter;
 use crate::repo::index::Index;
 use crate::repo::Repository;
 use std::path::{Path, PathBuf};
@@ -133,11 +134,11 @@ pub struct Prepared<'a> {
     pub snapshot: Snapshot,
 }
 
-/// Load the index and find the snapshot `spec` names (`latest` or an id prefix);
-/// [`Prepared::run`] then restores it.
-pub fn prepare<'a>(repo: &'a Repository, spec: &str) -> Result<Prepared<'a>> {
+/// Load the index and find the snapshot `spec` names (`latest` among those `latest`
+/// selects, or an id prefix); [`Prepared::run`] then restores it.
+pub fn prepare<'a>(repo: &'a Repository, spec: &str, latest: &SnapshotFilter) -> Result<Prepared<'a>> {
     let index = repo.load_index()?;
-    let (id, snapshot) = repo.find_snapshot(spec)?;
+    let (id, snapshot) = repo.find_snapshot_of(spec, latest)?;
     Ok(Prepared {
         repo,
         index,
