@@ -8,7 +8,8 @@
 # (every 50th .c file gets a line appended, every 200th file is deleted, 100 new files).
 # Steps: first backup, unchanged backup, incremental backup (v1 -> v2 in place), full restore,
 # check --read-data, and forget + prune of the first snapshot (`--keep-last 2`; borg: prune +
-# compact); plus the machine's ceiling for the first backup: tar | zstd -3 -T0.
+# compact); plus the machine's ceilings: for the first backup tar | zstd -3 -T0, for the
+# restore tar -x of an uncompressed tar of the same tree onto the same filesystem.
 # Prints wall, CPU, peak RSS and repository size per step and tool, and pbak's ratios.
 # rustic is measured when `rustic` is on PATH or RUSTIC names it (cargo install rustic-rs).
 #
@@ -101,6 +102,14 @@ run_tool() { # name init backup restore check
   rm -rf "$W/restore-$t"
   measure "$t" forget_prune "$repo" "${F[@]}"
 }
+# The file-creation limit for the restore step: extracting an uncompressed tar of the same
+# (v2) tree onto the same filesystem, cold caches.
+set_version v2
+tar -C "$W/data" -cf "$W/linux-v2.tar" linux
+rm -rf "$W/tarx" && mkdir -p "$W/tarx"
+measure ceiling restore "" tar -C "$W/tarx" -xf "$W/linux-v2.tar"
+rm -rf "$W/tarx" "$W/linux-v2.tar"
+
 for t in "${tools[@]}"; do run_tool "$t"; done
 
 STEPS="first_backup unchanged_backup incremental_backup restore check_read_data forget_prune"
@@ -122,8 +131,13 @@ if has_tool pbak; then
       [ -n "$o" ] && [ -n "$p" ] && line="$line $t $(echo "scale=2; $p / $o" | bc)x"
     done
     c=$(awk -v s=$step '$1=="ceiling" && $2==s {print $3}' "$RES")
-    [ -n "$c" ] && [ -n "$p" ] && line="$line ceiling(tar|zstd) $(echo "scale=2; $p / $c" | bc)x"
+    [ -n "$c" ] && [ -n "$p" ] && line="$line ceiling($([ "$step" = restore ] && echo 'tar -x' || echo 'tar|zstd')) $(echo "scale=2; $p / $c" | bc)x"
     echo "$line"
+  done
+  echo
+  echo "bytes the unchanged backup added to the repository (target: a few KiB):"
+  for t in "${tools[@]}"; do
+    awk -v t=$t '$1==t && $2=="first_backup" {a=$6} $1==t && $2=="unchanged_backup" {b=$6} END {if (b != "") printf "  %s: %d\n", t, b - a}' "$RES"
   done
   echo
   echo "pbak peak RSS ratio to the lowest peer (target <= 0.75):"

@@ -317,6 +317,21 @@ fn falls_back_with_one_line_when_the_base_is_unusable() {
     let o = backup(4, &["--exclude", "*.tmp", "--full-scan"]);
     assert_eq!(line(&o), None, "{o}");
     assert!(o.contains("(metadata scan)"), "{o}");
+
+    // Most of the tree new since the parent: resolving every name would cost more than the
+    // scan, which is used (and says why).
+    let many = sv.join("many");
+    fs::create_dir(&many).unwrap();
+    for i in 0..2100 {
+        fs::write(many.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    let o = backup(5, &["--exclude", "*.tmp"]);
+    let l = line(&o).expect("a cut-over line");
+    assert!(
+        l.contains("inodes changed since parent snapshot") && l.contains("the scan is faster"),
+        "{l}"
+    );
+    assert!(o.contains("(metadata scan)") && o.contains("2100 new"), "{o}");
     let target = mnt.join("restore");
     p.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(

@@ -72,7 +72,9 @@ impl Setup {
             .unwrap();
         let lock = self.path(&format!("state/{profile}.lock"));
         let t = Instant::now();
-        while fs::read_to_string(&lock).map_or(true, |l| l.is_empty()) {
+        // The lock file names its holder (an earlier run's name may still be in it).
+        let pid = first.id().to_string();
+        while fs::read_to_string(&lock).map_or(true, |l| !l.split_whitespace().any(|w| w == pid)) {
             assert!(t.elapsed() < Duration::from_secs(20), "the first run took the lock");
             std::thread::sleep(Duration::from_millis(20));
         }

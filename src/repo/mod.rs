@@ -130,13 +130,21 @@ impl Repository {
     /// the table (with 32 at once, a million-blob repository's 22 files were all decoded
     /// together; two per core lowered an unchanged backup's heap peak from 68 to 64 MB).
     pub fn load_index(&self) -> Result<Index> {
-        let names = self.backend.list(layout::INDEX)?;
-        let mut builder = IndexBuilder::default();
-        self.for_each_index_file(&names, |name, f| {
-            builder.add_file(name, &f);
-            Ok(())
-        })?;
-        let index = builder.finish();
+        // An index file listed but gone when read was replaced by a concurrent prune, which
+        // stores the files that replace it before it deletes any: list again.
+        let mut attempt = 0;
+        let (names, index) = loop {
+            let names = self.backend.list(layout::INDEX)?;
+            let mut builder = IndexBuilder::default();
+            match self.for_each_index_file(&names, |name, f| {
+                builder.add_file(name, &f);
+                Ok(())
+            }) {
+                Err(Error::Backend(b)) if b.is_not_found() && attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => break (names, builder.finish()),
+            }
+        };
         if let Some(c) = &self.cache {
             let listed: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
             c.retain(layout::INDEX, |n| listed.contains(n));
