@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::format::tree::{NodeKind, Time};
 use crate::repo::Repository;
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
-    SessionACL,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyXattr, Request, SessionACL,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -138,7 +138,37 @@ fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
     }
 }
 
+impl Fs {
+    /// The entries of directory `ino` from position `offset` (`.` and `..` first), each with
+    /// its attributes, until `add` says the reply is full.
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        add: &mut dyn FnMut(u64, u64, &[u8], &FileAttr, Duration) -> bool,
+    ) -> std::result::Result<(), Errno> {
+        let entries = self.0.entries(ino).map_err(errno)?;
+        let parent = self.0.get(ino).map_or(ROOT, |i| i.parent);
+        let dots = [(ino, &b"."[..]), (parent, &b".."[..])];
+        let all = dots.into_iter().chain(entries.iter().map(|(n, i)| (*i, n.as_slice())));
+        for (k, (child, name)) in all.enumerate().skip(offset as usize) {
+            let (attr, ttl) = self.attr(child)?;
+            if add(child, (k + 1) as u64, name, &attr, ttl) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Directory listings carry each entry's attributes, so `find`, `ls -l` and `du` need
+        // no lookup per entry (a kernel without READDIRPLUS gets plain listings).
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self
             .0
@@ -196,23 +226,21 @@ impl Filesystem for Fs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.0.entries(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let parent = self.0.get(ino.0).map_or(ROOT, |i| i.parent);
-        let dots = [(ino.0, &b"."[..]), (parent, &b".."[..])];
-        let all = dots.into_iter().chain(entries.iter().map(|(n, i)| (*i, n.as_slice())));
-        for (k, (child, name)) in all.enumerate().skip(offset as usize) {
-            let kind = match self.attr(child) {
-                Ok((a, _)) => a.kind,
-                Err(_) => FileType::RegularFile,
-            };
-            if reply.add(INodeNo(child), (k + 1) as u64, kind, OsStr::from_bytes(name)) {
-                break;
-            }
+        match self.list(ino.0, offset, &mut |child, off, name, attr, _| {
+            reply.add(INodeNo(child), off, attr.kind, OsStr::from_bytes(name))
+        }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        match self.list(ino.0, offset, &mut |child, off, name, attr, ttl| {
+            reply.add(INodeNo(child), off, OsStr::from_bytes(name), &ttl, attr, Generation(0))
+        }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
