@@ -138,15 +138,13 @@ fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
     }
 }
 
+/// Adds (inode, offset, name, attributes, TTL) to a listing reply; true when it is full.
+type AddEntry<'a> = dyn FnMut(u64, u64, &[u8], &FileAttr, Duration) -> bool + 'a;
+
 impl Fs {
     /// The entries of directory `ino` from position `offset` (`.` and `..` first), each with
     /// its attributes, until `add` says the reply is full.
-    fn list(
-        &self,
-        ino: u64,
-        offset: u64,
-        add: &mut dyn FnMut(u64, u64, &[u8], &FileAttr, Duration) -> bool,
-    ) -> std::result::Result<(), Errno> {
+    fn list(&self, ino: u64, offset: u64, add: &mut AddEntry) -> std::result::Result<(), Errno> {
         let entries = self.0.entries(ino).map_err(errno)?;
         let parent = self.0.get(ino).map_or(ROOT, |i| i.parent);
         let dots = [(ino, &b"."[..]), (parent, &b".."[..])];
