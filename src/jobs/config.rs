@@ -457,6 +457,27 @@ impl Config {
             if let Some(t) = &p.hooks.timeout {
                 dur(t, &key("hooks.timeout"))?;
             }
+            let sc = &p.schedule;
+            if !(-20..=19).contains(&sc.nice) {
+                return Err(bad(
+                    None,
+                    &key("schedule.nice"),
+                    format!("{} is out of range: allowed is -20 to 19", sc.nice),
+                ));
+            }
+            if let Some(q) = &sc.cpu_quota {
+                let ok = q
+                    .strip_suffix('%')
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n > 0);
+                if !ok {
+                    return Err(bad(
+                        Some(q),
+                        &key("schedule.cpu_quota"),
+                        format!("{q:?} is not a percentage such as \"50%\" (200% is two cores)"),
+                    ));
+                }
+            }
             if let Some(u) = &p.healthcheck {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     return Err(bad(
@@ -572,6 +593,8 @@ mod tests {
             (format!("{MIN}[profile.x]\nsources = [\"/\"]\n"), "forget", "no [retention]"),
             (format!("{MIN}[profile.x]\nsources = [\"/\"]\nforget = false\n[profile.x.check]\nread_data_subset = \"7/3\"\n"), "read_data_subset", ""),
             (MIN.replace("/srv/repo", "s3:"), "key `url`", ""),
+            (format!("{MIN}[profile.x]\nsources = [\"/\"]\nforget = false\n[profile.x.schedule]\nnice = 25\n"), "line 8, key `profile.x.schedule.nice`", "-20 to 19"),
+            (format!("{MIN}[profile.x]\nsources = [\"/\"]\nforget = false\n[profile.x.schedule]\ncpu_quota = \"half\"\n"), "line 8, key `profile.x.schedule.cpu_quota`", "percentage"),
         ];
         for (text, at, what) in cases {
             let e = parse(&text, "t.toml").unwrap_err().to_string();
