@@ -41,7 +41,10 @@ pub(super) enum Body {
         path: Option<PathBuf>,
     },
     /// A remote spool: a file without a name in `dir`.
-    Unnamed { out: BufWriter<File>, dir: PathBuf },
+    Unnamed {
+        out: BufWriter<File>,
+        dir: PathBuf,
+    },
 }
 
 impl Spool {
@@ -265,7 +268,11 @@ mod remote_tests {
         s.push(data[..10].to_vec()).unwrap();
         s.push(data[10..].to_vec()).unwrap();
         assert_eq!(s.len(), data.len() as u64);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the file has no name"
+        );
         let up = s.upload().unwrap();
         drop(s);
         let body = up.body();
