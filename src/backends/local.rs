@@ -47,7 +47,7 @@ pub(super) fn create_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-fn random_hex() -> String {
+pub(super) fn random_hex() -> String {
     let mut r = [0u8; 8];
     getrandom::getrandom(&mut r).expect("the OS random source is unavailable");
     hex::encode(r)

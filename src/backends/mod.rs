@@ -18,7 +18,7 @@
 //!   dispatches on `Backend::local` once; everything else goes through the OpenDAL operator.
 //! - `location.rs`: parsing locations and building the operator, with retry and timeouts as
 //!   OpenDAL layers; `http.rs`: Retry-After, honoured in the HTTP client hook; `spool.rs`: a
-//!   pack being written.
+//!   pack being written (on disk, local or remote), and a remote one's upload from its file.
 //!
 //! None of them are `if`s in callers.
 
@@ -37,6 +37,7 @@ use local::LocalRoot;
 use meter::{Measured, Meter, Op};
 use opendal::{ErrorKind, Operator};
 use std::future::{Future, IntoFuture};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -252,17 +253,24 @@ impl Backend {
             .map(|_| ())
     }
 
-    /// A new pack body: a temporary file under `<repo>/.tmp` on a local repository (no pack
-    /// in memory), parts in memory for a remote one.
-    pub fn spool(&self) -> BResult<Spool> {
+    /// A new pack body, never in memory: a temporary file under `<repo>/.tmp` on a local
+    /// repository; for a remote one, a file without a name in `dir` (the repository's cache
+    /// directory: on disk where `/tmp` may be a tmpfs), else in `std::env::temp_dir()`.
+    pub fn spool_in(&self, dir: Option<&Path>) -> BResult<Spool> {
         match &self.local {
             Some(l) => l.spool(),
-            None => Ok(Spool::memory()),
+            None => Spool::unnamed(dir.map_or_else(std::env::temp_dir, Path::to_path_buf).as_path()),
         }
     }
 
+    /// [`Backend::spool_in`] the temporary directory.
+    pub fn spool(&self) -> BResult<Spool> {
+        self.spool_in(None)
+    }
+
     /// Remove temporary files at least `min_age` old that a killed process left in
-    /// `<repo>/.tmp` (local only; remote spools live in memory). Returns how many.
+    /// `<repo>/.tmp` (local only; a remote spool's file has no name, so the kernel frees it).
+    /// Returns how many.
     pub fn remove_stale_spools(&self, min_age: std::time::Duration) -> BResult<usize> {
         match &self.local {
             Some(l) => l.remove_stale_spools(min_age),
@@ -271,7 +279,8 @@ impl Backend {
     }
 
     /// Store a complete spool under `path` atomically: a rename on a local repository (the
-    /// next [`Backend::barrier`] makes it durable), one PUT otherwise.
+    /// next [`Backend::barrier`] makes it durable), one PUT otherwise, sent from the spool's
+    /// file.
     pub fn put_spool(&self, path: &str, mut spool: Spool) -> BResult<()> {
         let len = spool.len();
         match &mut spool.body {
@@ -279,6 +288,11 @@ impl Backend {
             spool::Body::File { out, path: tmp } => {
                 let l = self.local.as_ref().expect("file spools are local");
                 self.meter.run(Op::Rename(len), || l.rename_spool(path, out, tmp))
+            }
+            spool::Body::Unnamed { .. } => {
+                let up = spool.upload()?;
+                let put = releasing(self.op.write(path, up.body()), &up);
+                self.metered(Op::Put(len), "write", path, put).map(|_| ())
             }
         }
     }
@@ -378,6 +392,25 @@ impl Backend {
             })
             .collect())
     }
+}
+
+/// How often an upload drops the pages of its map it has read: what stays resident is what
+/// the connection sends in this long (a few MiB at most, against a whole pack).
+const RELEASE_EVERY: Duration = Duration::from_millis(10);
+
+/// Run `put`, releasing `up`'s resident pages every [`RELEASE_EVERY`] until it completes
+/// (retries included).
+async fn releasing<T>(put: impl Future<Output = T>, up: &spool::Upload) -> T {
+    let mut tick = tokio::time::interval(RELEASE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut put = std::pin::pin!(put);
+    std::future::poll_fn(|cx| {
+        while tick.poll_tick(cx).is_ready() {
+            up.release();
+        }
+        put.as_mut().poll(cx)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn pack_blobs(rx: Receiver<SealedBlob>, repo: &Repository, up: &Sender<FinishedP
     let pack_size = repo.config().pack_size as usize;
     let body = || match dry_run {
         true => Ok(crate::backends::Spool::memory()),
-        false => repo.backend().spool(),
+        false => repo.backend().spool_in(repo.cache().map(|c| c.dir())),
     };
     let send = |b: PackBuilder| -> Result<bool> { Ok(up.send(b.finish(repo.key())?).is_ok()) };
     // [data, tree] × two open packs.
