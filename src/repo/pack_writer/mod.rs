@@ -186,8 +186,9 @@ struct Uploader<'a> {
     abort: &'a AtomicBool,
 }
 
-/// A local pack spool that vanished before its rename was removed by a prune on another
-/// host that took it for a leftover (one older than its grace period): say so.
+/// A local pack spool (or index file's temporary) that vanished before its rename was removed
+/// by a prune on another host that took it for a leftover (one older than its grace period):
+/// say so.
 fn spool_gone(e: crate::backends::BackendError) -> Error {
     match e {
         crate::backends::BackendError::Local {
@@ -196,7 +197,7 @@ fn spool_gone(e: crate::backends::BackendError) -> Error {
             ..
         } if source.kind() == std::io::ErrorKind::NotFound => Error::PrunedMeanwhile {
             host: "another host".into(),
-            detail: "it removed this backup's unfinished packs from the repository's .tmp/".into(),
+            detail: "it removed this backup's unfinished files from the repository's .tmp/".into(),
         },
         e => e.into(),
     }
@@ -250,10 +251,16 @@ impl Uploader<'_> {
         if !self.opts.dry_run {
             // Packs must be durable before an index names them.
             self.repo.backend().barrier()?;
-            let id = self.repo.save_index(&IndexFile {
-                packs,
-                ..Default::default()
-            })?;
+            let id = self
+                .repo
+                .save_index(&IndexFile {
+                    packs,
+                    ..Default::default()
+                })
+                .map_err(|e| match e {
+                    Error::Backend(b) => spool_gone(b),
+                    e => e,
+                })?;
             self.index_files.lock().expect("lock").push(id);
         }
         Ok(())
