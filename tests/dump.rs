@@ -42,6 +42,24 @@ fn a_dumped_directory_extracts_with_gnu_tar_to_the_same_tree() {
     let got = out.join(&rel);
     let (a, b) = (tree_listing(&src), tree_listing(&got));
     assert_eq!(a, b, "find/getfattr listings differ");
+    // ACLs come back (GNU tar restores the system.posix_acl_* xattrs), and the sparse file
+    // comes back sparse: only its data regions were in the stream.
+    let acls = |root: &Path| sh(&format!("cd '{}' && getfacl -R -p -n . 2>/dev/null", root.display()));
+    assert!(acls(&src).contains("user:1234:rw-"), "{}", acls(&src));
+    assert_eq!(acls(&src), acls(&got), "ACLs differ");
+    let blocks = |p: &Path| {
+        sh(&format!("stat -c %b '{}'", p.display()))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let size = fs::metadata(src.join("sparse")).unwrap().len();
+    assert!(blocks(&src.join("sparse")) * 512 < size / 4, "the source is sparse");
+    assert!(
+        blocks(&got.join("sparse")) * 512 < size / 4,
+        "extracted sparse: {} blocks of {size} bytes",
+        blocks(&got.join("sparse"))
+    );
     let d = Command::new("diff")
         .args(DIFF_ARGS)
         .arg(&src)

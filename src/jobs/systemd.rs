@@ -52,26 +52,8 @@ pub fn units(cfg: &Config, name: &str, paths: &Paths) -> Result<Vec<Unit>> {
             )));
         }
     }
+    // nice and cpu_quota were checked when the config file was read.
     let s = &p.schedule;
-    if !(-20..=19).contains(&s.nice) {
-        return Err(usage(
-            name,
-            "schedule.nice",
-            &s.nice.to_string(),
-            "allowed is -20 to 19",
-        ));
-    }
-    if let Some(q) = &s.cpu_quota {
-        let digits = q.strip_suffix('%').unwrap_or("");
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(usage(
-                name,
-                "schedule.cpu_quota",
-                q,
-                "expected a percentage such as 50% (200% is two cores)",
-            ));
-        }
-    }
     let base = Base::new(cfg, p, name, paths)?;
     let mut out = Vec::new();
 
@@ -477,14 +459,10 @@ local_snapshots = { schedule = "hourly" }
         );
 
         let bad = min.replace("forget = false", "forget = false\nschedule = { nice = 40 }");
-        let e = units(&parse(&bad, "t.toml").unwrap(), "p", &paths())
-            .unwrap_err()
-            .to_string();
+        let e = parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("schedule.nice") && e.contains("-20 to 19"), "{e}");
         let bad = min.replace("forget = false", "forget = false\nschedule = { cpu_quota = \"half\" }");
-        let e = units(&parse(&bad, "t.toml").unwrap(), "p", &paths())
-            .unwrap_err()
-            .to_string();
+        let e = parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("cpu_quota") && e.contains("50%"), "{e}");
         let bad = min.replace(
             "forget = false",
