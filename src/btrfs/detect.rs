@@ -67,6 +67,12 @@ impl ChangedSet {
 ///   (use `noatime`/`relatime`), touching with the same values, defragmentation, and all items of
 ///   transaction `min_generation` itself.
 pub fn changed_inodes_since(subvol_path: &Path, min_generation: u64) -> Result<ChangedSet> {
+    Ok(changed_inodes_at_most(subvol_path, min_generation, usize::MAX)?.expect("no limit"))
+}
+
+/// [`changed_inodes_since`], or `None` as soon as more than `max` inodes changed: the search
+/// stops there (on a tree that changed almost entirely it would cost as much as a scan).
+pub fn changed_inodes_at_most(subvol_path: &Path, min_generation: u64, max: usize) -> Result<Option<ChangedSet>> {
     let f = open_subvol_root(subvol_path)?;
     let key = SearchKey {
         tree_id: 0,
@@ -79,7 +85,8 @@ pub fn changed_inodes_since(subvol_path: &Path, min_generation: u64) -> Result<C
         ..sys::zeroed()
     };
     let mut cs = ChangedSet::default();
-    tree_search(&f, key, |it| {
+    let mut over = false;
+    let r = tree_search(&f, key, |it| {
         let d = it.data;
         match it.kind {
             INODE_ITEM_KEY if le64(d, 8)? >= min_generation => {
@@ -110,10 +117,17 @@ pub fn changed_inodes_since(subvol_path: &Path, min_generation: u64) -> Result<C
             }
             _ => {}
         }
+        if cs.inodes.len() > max {
+            over = true;
+            return Err(io::Error::other("more changed inodes than asked for"));
+        }
         Ok(())
-    })
-    .map_err(|e| err("search changed inodes in", subvol_path, e))?;
-    Ok(cs)
+    });
+    match r {
+        _ if over => Ok(None),
+        Err(e) => Err(err("search changed inodes in", subvol_path, e)),
+        Ok(()) => Ok(Some(cs)),
+    }
 }
 
 /// All paths of inode `ino` in the subvolume rooted at `subvol_path`, joined onto `subvol_path`

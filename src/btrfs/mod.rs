@@ -38,7 +38,7 @@ mod search;
 mod subvol;
 mod sys;
 
-pub use detect::{changed_inodes_since, inode_paths, inodes_paths, ChangedSet};
+pub use detect::{changed_inodes_at_most, changed_inodes_since, inode_paths, inodes_paths, ChangedSet};
 pub use subvol::{
     create_snapshot, delete_subvolume, is_btrfs, is_nocow, is_readonly, is_subvolume_root, list_subvolumes,
     set_readonly, subvolume_info, sync_filesystem, uuid_string, SubvolEntry, SubvolInfo,
