@@ -211,12 +211,7 @@ pub struct LatestArgs {
 
 impl LatestArgs {
     pub fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter {
-            hosts: self.host.iter().cloned().collect(),
-            paths: self.path.iter().cloned().collect(),
-            exact_paths: false,
-            tags: self.tag.clone(),
-        }
+        SnapshotFilter::of(self.host.as_deref(), self.path.as_deref(), &self.tag)
     }
 }
 

@@ -22,6 +22,17 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// The filter of the commands' `--host`, `--path` and `--tag` flags (at most one host and
+    /// one path; every tag must match).
+    pub fn of(host: Option<&str>, path: Option<&str>, tags: &[String]) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: host.into_iter().map(String::from).collect(),
+            paths: path.into_iter().map(String::from).collect(),
+            exact_paths: false,
+            tags: tags.to_vec(),
+        }
+    }
+
     pub fn matches(&self, s: &Snapshot) -> bool {
         let host = self.hosts.is_empty() || self.hosts.contains(&s.host);
         let paths = if self.exact_paths {

@@ -46,12 +46,7 @@ pub fn run(cli: &Cli, a: &FindArgs) -> Result<i32> {
         _ if a.patterns.is_empty() => bail!("give a name pattern, --blob ID or --pack ID (see `pbak find --help`)"),
         _ => Query::names(&a.patterns, a.ignore_case)?,
     };
-    let filter = SnapshotFilter {
-        hosts: a.host.iter().cloned().collect(),
-        paths: a.path.iter().cloned().collect(),
-        exact_paths: false,
-        tags: Vec::new(),
-    };
+    let filter = SnapshotFilter::of(a.host.as_deref(), a.path.as_deref(), &[]);
     let mut snaps = repo.snapshots_matching(&filter)?;
     if !a.snapshots.is_empty() {
         let mut wanted = Vec::new();

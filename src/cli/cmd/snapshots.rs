@@ -24,12 +24,7 @@ pub struct SnapshotsArgs {
 
 pub fn run(cli: &Cli, a: &SnapshotsArgs) -> Result<i32> {
     let repo = open_repo(cli)?;
-    let filter = SnapshotFilter {
-        hosts: a.host.iter().cloned().collect(),
-        paths: a.path.iter().cloned().collect(),
-        exact_paths: false,
-        tags: a.tag.clone(),
-    };
+    let filter = SnapshotFilter::of(a.host.as_deref(), a.path.as_deref(), &a.tag);
     print(cli, &snapshots::list(&repo, &filter)?);
     Ok(0)
 }

@@ -29,12 +29,7 @@ pub fn run(cli: &Cli, a: &StatsArgs) -> Result<i32> {
         shown.push(repo.find_snapshot(spec)?.0);
     }
     if a.host.is_some() || a.path.is_some() {
-        let filter = SnapshotFilter {
-            hosts: a.host.iter().cloned().collect(),
-            paths: a.path.iter().cloned().collect(),
-            exact_paths: false,
-            tags: Vec::new(),
-        };
+        let filter = SnapshotFilter::of(a.host.as_deref(), a.path.as_deref(), &[]);
         let matching = repo.snapshots_matching(&filter)?;
         match shown.is_empty() {
             true => shown = matching.into_iter().map(|(id, _)| id).collect(),
