@@ -4,6 +4,8 @@
 //! Run with `cargo bench --bench throughput` (or `-- --quick` for a fast pass). Measurement
 //! times are kept short on purpose: the numbers are for spotting regressions, not papers.
 
+mod common;
+use common::Rng;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pbak::chunker::{Chunker, ChunkerParams};
 use pbak::format::crypto::MasterKey;
@@ -17,19 +19,6 @@ const MIB: usize = 1 << 20;
 const BIG: usize = 64 * MIB;
 const INDEX_ENTRIES: u64 = 10_000_000;
 const LOOKUPS: u64 = 100_000;
-
-/// splitmix64: deterministic, fast, good enough to defeat compression and deduplication.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// Incompressible bytes.
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -41,6 +41,8 @@ pub enum Kind {
     PruneMarker,
     /// A record of what runs did (`runs/`, FORMAT.md §8.4).
     Run,
+    /// A segment of the local cache's merged index (never stored in a repository).
+    IndexCache,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::PackHeader => b"pbak pack header",
             Kind::PruneMarker => b"pbak prune marker",
             Kind::Run => b"pbak run record",
+            Kind::IndexCache => b"pbak index cache",
         }
     }
 }

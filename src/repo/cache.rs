@@ -80,6 +80,12 @@ impl Cache {
 
     /// Store a copy of object `name` (atomically: a reader never sees half a file).
     pub fn put(&self, name: &str, bytes: &[u8]) {
+        self.write_with(name, |f| f.write_all(bytes));
+    }
+
+    /// Write file `name` with `write` into a temporary file, renamed into place only if it
+    /// succeeded (a reader never sees half a file).
+    pub fn write_with(&self, name: &str, write: impl FnOnce(&mut fs::File) -> std::io::Result<()>) {
         let path = self.dir.join(name);
         let Some(parent) = path.parent() else { return };
         if private_dir(parent).is_err() {
@@ -88,10 +94,15 @@ impl Cache {
         let mut r = [0u8; 8];
         crate::format::crypto::random(&mut r);
         let tmp = parent.join(format!(".tmp-{}", hex::encode(r)));
-        let ok = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes)).is_ok();
+        let ok = fs::File::create(&tmp).and_then(|mut f| write(&mut f)).is_ok();
         if !ok || fs::rename(&tmp, &path).is_err() {
             let _ = fs::remove_file(&tmp);
         }
+    }
+
+    /// Open cache file `name` for reading, if it is there.
+    pub fn open_file(&self, name: &str) -> Option<fs::File> {
+        fs::File::open(self.dir.join(name)).ok()
     }
 
     /// Forget object `name` (its copy turned out unusable).

@@ -12,6 +12,7 @@
 pub use crate::format::index::{IndexFile, IndexPack, MarkedPack, MAX_RAW};
 use crate::format::pack::BlobKind;
 use crate::ids::{AnyBlobId, BlobId, PackId};
+use rayon::slice::ParallelSliceMut;
 use std::collections::HashMap;
 
 /// Blobs per index file when the whole index is rewritten (prune, `repair index`).
@@ -78,7 +79,7 @@ const BUCKET_BITS: u32 = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(C)]
-struct Entry {
+pub(super) struct Entry {
     key: [u8; KEY_LEN],
     pack: u32,
     offset: u32,
@@ -98,7 +99,30 @@ fn bucket_of(key: &[u8; KEY_LEN]) -> usize {
 }
 
 impl Entry {
-    fn location(&self) -> BlobLocation {
+    /// Bytes of [`Entry::write_to`]'s encoding.
+    pub(super) const BYTES: usize = KEY_LEN + 16;
+
+    /// Append the entry as key and four little-endian u32 (the merged index's encoding).
+    pub(super) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key);
+        for v in [self.pack, self.offset, self.length, self.raw] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// The entry [`Entry::write_to`] wrote into `b` ([`Entry::BYTES`] long).
+    pub(super) fn read_from(b: &[u8]) -> Entry {
+        let u = |i: usize| u32::from_le_bytes(b[KEY_LEN + 4 * i..KEY_LEN + 4 * i + 4].try_into().expect("4 bytes"));
+        Entry {
+            key: b[..KEY_LEN].try_into().expect("key bytes"),
+            pack: u(0),
+            offset: u(1),
+            length: u(2),
+            raw: u(3),
+        }
+    }
+
+    pub(super) fn location(&self) -> BlobLocation {
         BlobLocation {
             pack: self.pack,
             offset: self.offset,
@@ -131,12 +155,47 @@ pub struct IndexBuilder {
     live: Vec<bool>,
     marks: HashMap<u32, Mark>,
     entries: Vec<Entry>,
+    /// `entries[..sorted]` came from a merged index, sorted by key.
+    sorted: usize,
     files: Vec<String>,
 }
 
 impl IndexBuilder {
-    pub fn reserve(&mut self, blobs: usize) {
-        self.entries.reserve(blobs);
+    /// Room for exactly `blobs` more entries, so the table never grows by doubling.
+    pub fn reserve_exact(&mut self, blobs: usize) {
+        self.entries.reserve_exact(blobs);
+    }
+
+    /// Begin from a merged index's packs, marks and files (an empty builder); its entries
+    /// follow through [`IndexBuilder::push_entries`].
+    pub(super) fn start_from(
+        &mut self,
+        files: Vec<String>,
+        packs: Vec<PackId>,
+        live: Vec<bool>,
+        marks: HashMap<u32, Mark>,
+    ) {
+        self.pack_pos = packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+        self.packs = packs;
+        self.live = live;
+        self.marks = marks;
+        self.files = files;
+    }
+
+    /// Add entries of a merged index; `None` if one names a pack it does not have.
+    pub(super) fn push_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Option<()> {
+        let packs = self.packs.len();
+        for e in entries {
+            if e.pack as usize >= packs {
+                return None;
+            }
+            if self.entries.last().is_some_and(|l| l.key > e.key) {
+                return None;
+            }
+            self.entries.push(e);
+        }
+        self.sorted = self.entries.len();
+        Some(())
     }
 
     /// Add every pack of an index file (live and marked), named `name` as listed.
@@ -197,7 +256,30 @@ impl IndexBuilder {
         let mut entries = self.entries;
         let live = self.live;
         let rank = |e: &Entry| (!live[e.pack as usize], e.pack);
-        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(rank(a).cmp(&rank(b))));
+        let order = |a: &Entry, b: &Entry| a.key.cmp(&b.key).then(rank(a).cmp(&rank(b)));
+        let (sorted, added) = (self.sorted, entries.len() - self.sorted);
+        if sorted > 0 && added * 8 <= sorted {
+            // A merged index and a few new files: sort the new entries alone and merge them
+            // in from the back (a buffer of the new ones only, at most a ninth of the table).
+            let mut tail = entries.split_off(sorted);
+            tail.par_sort_unstable_by(order);
+            merge_by_key(&mut entries, tail);
+            // Ties of one key may be out of rank (a marked pack listed live since): few.
+            let mut i = 1;
+            while i < entries.len() {
+                if entries[i].key != entries[i - 1].key {
+                    i += 1;
+                    continue;
+                }
+                let start = i - 1;
+                while i < entries.len() && entries[i].key == entries[start].key {
+                    i += 1;
+                }
+                entries[start..i].sort_unstable_by(order);
+            }
+        } else {
+            entries.par_sort_unstable_by(order);
+        }
         // Copies of a blob in other packs (two hosts stored it at once, or a repack's crash
         // window): kept aside, so a reader can fall back to one when the first is damaged.
         let mut others: Vec<Entry> = Vec::new();
@@ -228,6 +310,30 @@ impl IndexBuilder {
             others,
             buckets,
             files: self.files,
+        }
+    }
+}
+
+/// Merge `tail` into `entries` (each sorted by key), from the back, in place.
+fn merge_by_key(entries: &mut Vec<Entry>, tail: Vec<Entry>) {
+    let n = entries.len();
+    let filler = Entry {
+        key: [0; KEY_LEN],
+        pack: 0,
+        offset: 0,
+        length: 0,
+        raw: 0,
+    };
+    entries.resize(n + tail.len(), filler);
+    let (mut i, mut j, mut out) = (n, tail.len(), n + tail.len());
+    while j > 0 {
+        out -= 1;
+        if i > 0 && entries[i - 1].key > tail[j - 1].key {
+            entries[out] = entries[i - 1];
+            i -= 1;
+        } else {
+            entries[out] = tail[j - 1];
+            j -= 1;
         }
     }
 }
@@ -268,6 +374,25 @@ impl Index {
     /// The location at a [`Index::position`].
     pub fn location_at(&self, pos: usize) -> BlobLocation {
         self.entries[pos].location()
+    }
+    /// Every entry, `others` too, by key (what the merged index keeps).
+    pub(super) fn all_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        let mut others = self.others.iter().peekable();
+        self.entries.iter().flat_map(move |e| {
+            let mut before = Vec::new();
+            while let Some(o) = others.next_if(|o| o.key <= e.key) {
+                before.push(o);
+            }
+            before.into_iter().chain(std::iter::once(e))
+        })
+    }
+    /// Entries and other copies.
+    pub(super) fn entry_count(&self) -> usize {
+        self.entries.len() + self.others.len()
+    }
+    /// Per pack (by position): listed live by some index file.
+    pub(super) fn live(&self) -> &[bool] {
+        &self.live
     }
     /// Every location, in position order.
     pub fn locations(&self) -> impl Iterator<Item = BlobLocation> + '_ {
