@@ -111,6 +111,9 @@ fn damaged_cache_entries_are_replaced_without_a_word() {
     // Repaired: every entry hashes to its name again, and a third run reads nothing more.
     for f in files_below(&repo_cache(&cache)) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "index.merged" {
+            continue; // the loaded index, not a copy of an object: sealed, checked when read
+        }
         assert_eq!(
             blake3::hash(&fs::read(&f).unwrap()).to_hex().as_str(),
             name,

@@ -203,6 +203,8 @@ impl Repository {
         if let Some(c) = &self.cache {
             if total > 0 && (total - from_saved.min(total)) * 20 >= total {
                 c.write_with(index_cache::NAME, |f| index_cache::write(f, &self.key, &index));
+            } else if total == 0 {
+                c.remove(index_cache::NAME);
             }
         }
         Ok(index)
