@@ -26,6 +26,26 @@ pub fn with_io_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Give blocks of 1 MiB and more their own mappings, returned to the kernel when freed.
+/// glibc's default starts there too but raises the limit to the largest block freed, so
+/// after the first large buffer every later one comes from per-thread arenas, which then
+/// hold freed fragments: a first backup peaked at twice the memory it needed (108-118 MiB
+/// against 51 MiB on a 1.43 GB tree), a restore at 80 against 49. The large buffers that
+/// come and go once per blob are reused instead (`repo::buffers`), so fixing the limit
+/// costs few new mappings. Call once, before other threads start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn tune_allocator() {
+    // SAFETY: mallopt only sets a malloc parameter; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Other C libraries keep their defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
+
 /// Stack of each I/O pool thread.
 pub const IO_STACK: usize = 64 << 20;
 

@@ -14,7 +14,8 @@
 //! - leaves any layer may use: [`chunker`], [`host`], [`secrets`] (password and credential
 //!   files and commands), [`ids`], [`error`].
 //!
-//! `unsafe` is confined to the Btrfs ABI (`btrfs::sys`) and the memory map in `chunker`.
+//! `unsafe` is confined to the Btrfs ABI (`btrfs::sys`), the memory maps in `chunker` and the
+//! spool, and the allocator's one setting in `host`.
 #![deny(unsafe_code)]
 
 pub mod backends;

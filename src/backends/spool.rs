@@ -79,17 +79,21 @@ impl Spool {
         })
     }
 
-    /// Append `part`; a file spool writes it out and frees it.
-    pub fn push(&mut self, part: Vec<u8>) -> Result<(), BackendError> {
+    /// Append `part`; a file spool writes it out and hands it back for reuse (a memory
+    /// spool keeps it).
+    pub fn push(&mut self, part: Vec<u8>) -> Result<Option<Vec<u8>>, BackendError> {
         self.len += part.len() as u64;
         match &mut self.body {
-            Body::Memory(parts) => parts.push(part),
+            Body::Memory(parts) => {
+                parts.push(part);
+                return Ok(None);
+            }
             Body::File { out, path } => out.write_all(&part).map_err(|e| failed("write", path, e))?,
             Body::Unnamed { out, dir } => out
                 .write_all(&part)
                 .map_err(|e| failed("write a temporary file in", &Some(dir.clone()), e))?,
         }
-        Ok(())
+        Ok(Some(part))
     }
 
     /// Bytes pushed so far.

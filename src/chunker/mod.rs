@@ -69,14 +69,18 @@ impl Chunker {
 
     /// Chunk a reader in segments of bounded size. `emit` receives each segment's complete
     /// chunks together, so the caller can process them in parallel. Returns bytes read.
+    /// `buf` is the segment buffer (resized to [`Chunker::segment_size`]), which the caller
+    /// may reuse from file to file.
     pub fn stream<R: Read>(
         &self,
         mut reader: R,
+        buf: &mut Vec<u8>,
         mut emit: impl FnMut(&[&[u8]]) -> std::io::Result<()>,
     ) -> std::io::Result<u64> {
         let seg = self.segment_size();
         let max = self.params.max as usize;
-        let mut buf = vec![0u8; seg];
+        buf.clear();
+        buf.resize(seg, 0);
         let mut filled = 0usize;
         let mut total = 0u64;
         let mut eof = false;
@@ -170,7 +174,7 @@ mod tests {
 
     fn stream_lens(c: &Chunker, data: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();
-        c.stream(data, |chunks| {
+        c.stream(data, &mut Vec::new(), |chunks| {
             out.extend(chunks.iter().map(|c| c.len()));
             Ok(())
         })

@@ -20,6 +20,7 @@ use pbak::repo::Repository;
 pub const EXIT_PARTIAL: i32 = 3;
 
 pub fn main() -> i32 {
+    pbak::host::tune_allocator();
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = config::apply(&mut cli, &matches) {

@@ -106,6 +106,12 @@ impl MasterKey {
         seal_ad(&self.enc, plaintext, b"")
     }
 
+    /// [`MasterKey::seal`] into `out` (cleared first): a reused buffer spares the allocator
+    /// one large block per blob.
+    pub fn seal_into(&self, plaintext: &[u8], out: Vec<u8>) -> Vec<u8> {
+        seal_ad_into(&self.enc, plaintext, b"", out)
+    }
+
     /// Open a blob.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
         open_ad(&self.enc, sealed, b"")
@@ -149,8 +155,14 @@ pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
 
 /// [`seal_with`] with associated data `ad` (authenticated, not stored).
 pub fn seal_ad(key: &[u8; 32], plaintext: &[u8], ad: &[u8]) -> Vec<u8> {
+    seal_ad_into(key, plaintext, ad, Vec::new())
+}
+
+/// [`seal_ad`] into `out`, cleared first and grown to exactly the sealed size if too small.
+pub fn seal_ad_into(key: &[u8; 32], plaintext: &[u8], ad: &[u8], mut out: Vec<u8>) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
-    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.clear();
+    out.reserve_exact(OVERHEAD + plaintext.len());
     out.resize(NONCE_LEN, 0);
     random(&mut out);
     out.extend_from_slice(plaintext);

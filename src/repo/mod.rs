@@ -6,6 +6,7 @@
 //! warning (one bad object must not stop every command); a damaged index file is not.
 
 mod blob;
+pub mod buffers;
 pub mod cache;
 pub mod filter;
 pub mod index;

@@ -1,17 +1,33 @@
 //! zstd compression for backup: a few shared contexts, each with a reused output buffer.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
-/// zstd contexts shared by all walk threads, at most one per core: compression is CPU-bound,
-/// and each level-3 context holds a few MiB of window and tables, so one per walk thread
-/// (4 per core) cost memory without adding speed. Each context comes with an output buffer
-/// that is reused, so a blob costs one allocation: its exactly sized sealed copy.
+/// zstd contexts shared by all walk threads, at most one per core and size class:
+/// compression is CPU-bound, and each level-3 context holds a few MiB of window and tables,
+/// so one per walk thread (4 per core) cost memory without adding speed. Each context comes
+/// with an output buffer that is reused, so a blob costs no allocation of its own (the sealed
+/// copy's buffer comes from `repo::buffers`).
+///
+/// Inputs below [`SMALL`] (small files, trees, the last chunk of a file) use their own
+/// contexts: zstd sizes a context's tables to its input and frees a workspace that stayed
+/// three times too large for 128 calls, so small inputs in between made the contexts of
+/// chunk-sized ones allocate and fault in their tables again (a fifth of a first backup's
+/// page faults).
 pub(super) struct Compressors {
     level: i32,
     max: usize,
-    /// Idle contexts, and how many exist.
+    /// Small inputs, chunk-sized inputs.
+    classes: [Class; 2],
+}
+
+/// Inputs from this size on use the contexts for chunks (zstd's largest parameter class).
+const SMALL: usize = 256 << 10;
+
+/// Idle contexts, and how many exist.
+#[derive(Default)]
+struct Class {
     state: Mutex<(Vec<Compressor>, usize)>,
-    freed: std::sync::Condvar,
+    freed: Condvar,
 }
 
 /// A zstd context and the output buffer it reuses.
@@ -22,15 +38,15 @@ impl Compressors {
         Compressors {
             level,
             max: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            state: Mutex::new((Vec::new(), 0)),
-            freed: std::sync::Condvar::new(),
+            classes: Default::default(),
         }
     }
 
     /// `seal(compressed data)` if zstd makes it strictly shorter, else `None`.
     pub(super) fn compress_sealed(&self, data: &[u8], seal: impl FnOnce(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
+        let class = &self.classes[(data.len() >= SMALL) as usize];
         let (mut c, mut buf) = {
-            let mut st = self.state.lock().expect("lock");
+            let mut st = class.state.lock().expect("lock");
             loop {
                 if let Some(c) = st.0.pop() {
                     break c;
@@ -41,12 +57,12 @@ impl Compressors {
                     match zstd::bulk::Compressor::new(self.level) {
                         Ok(c) => break (c, Vec::new()),
                         Err(_) => {
-                            self.state.lock().expect("lock").1 -= 1;
+                            class.state.lock().expect("lock").1 -= 1;
                             return None;
                         }
                     }
                 }
-                st = self.freed.wait(st).expect("lock");
+                st = class.freed.wait(st).expect("lock");
             }
         };
         buf.clear();
@@ -59,8 +75,8 @@ impl Compressors {
         if buf.capacity() > 8 << 20 {
             buf = Vec::new();
         }
-        self.state.lock().expect("lock").0.push((c, buf));
-        self.freed.notify_one();
+        class.state.lock().expect("lock").0.push((c, buf));
+        class.freed.notify_one();
         out
     }
 }

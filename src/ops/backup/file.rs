@@ -4,10 +4,12 @@
 
 use super::walk::Ctx;
 use crate::error::{Error, Result};
+use crate::format::crypto::OVERHEAD;
 use crate::format::pack::{BlobKind, SealedBlob};
 use crate::format::tree::{Node, NodeKind, Time, Tree};
 use crate::fs::node::{data_extents, open_source_file};
 use crate::ids::{BlobId, DataId, TreeId};
+use crate::repo::buffers;
 use rayon::prelude::*;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -38,9 +40,10 @@ impl Ctx<'_> {
             return Ok(id);
         }
         let key = self.repo.key();
-        let (sealed, compressed) = match self.compressors.compress_sealed(data, |c| key.seal(c)) {
+        let seal = |plain: &[u8]| key.seal_into(plain, buffers::take(plain.len() + OVERHEAD));
+        let (sealed, compressed) = match self.compressors.compress_sealed(data, seal) {
             Some(sealed) => (sealed, true),
-            None => (key.seal(data), false),
+            None => (seal(data), false),
         };
         self.stats.blobs_added.fetch_add(1, Relaxed);
         self.stats.bytes_added.fetch_add(sealed.len() as u64, Relaxed);
@@ -110,7 +113,7 @@ impl Ctx<'_> {
             node.extents = Some(ext);
             node.size = size;
         } else if size as usize <= chunker.segment_size() {
-            let mut buf = Vec::with_capacity(size as usize);
+            let mut buf = buffers::take(size as usize);
             file.read_to_end(&mut buf).map_err(io)?;
             node.size = buf.len() as u64;
             let mut off = 0;
@@ -123,6 +126,7 @@ impl Ctx<'_> {
                 })
                 .collect();
             node.content = self.save_chunks(&chunks)?;
+            buffers::give(buf);
         } else if self.opts.readonly_source {
             let map = crate::chunker::map_readonly(file.get_ref()).map_err(io)?;
             let mut off = 0;
@@ -158,8 +162,9 @@ impl Ctx<'_> {
         path: &Path,
     ) -> Result<u64> {
         let mut err = None;
+        let mut buf = buffers::take(chunker.segment_size());
         let n = chunker
-            .stream(r, |chunks| match self.save_chunks(chunks) {
+            .stream(r, &mut buf, |chunks| match self.save_chunks(chunks) {
                 Ok(ids) => {
                     out.extend(ids);
                     Ok(())
@@ -170,6 +175,7 @@ impl Ctx<'_> {
                 }
             })
             .map_err(|e| err.take().unwrap_or_else(|| Error::io(path, e)));
+        buffers::give(buf);
         if let Some(e) = err {
             return Err(e);
         }

@@ -47,7 +47,10 @@ impl PackBuilder {
             compressed: b.compressed,
         });
         self.hasher.update(&b.sealed);
-        self.body.push(b.sealed)
+        if let Some(spare) = self.body.push(b.sealed)? {
+            crate::repo::buffers::give(spare);
+        }
+        Ok(())
     }
 
     /// Sealed blob bytes so far.
