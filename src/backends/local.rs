@@ -197,9 +197,16 @@ impl LocalRoot {
         };
         let mut n = 0;
         let now = SystemTime::now();
+        // Another process's spool or temporary may be renamed into place or removed between
+        // the listing and the look at it: one that is gone is not an error.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         for e in entries {
             let e = e.map_err(fail)?;
-            let meta = e.metadata().map_err(fail)?;
+            let meta = match e.metadata() {
+                Ok(m) => m,
+                Err(err) if gone(&err) => continue,
+                Err(err) => return Err(fail(err)),
+            };
             if !meta.is_file() {
                 continue;
             }
@@ -209,8 +216,11 @@ impl LocalRoot {
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age >= min_age);
             if old {
-                std::fs::remove_file(e.path()).map_err(fail)?;
-                n += 1;
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => n += 1,
+                    Err(err) if gone(&err) => {}
+                    Err(err) => return Err(fail(err)),
+                }
             }
         }
         Ok(n)
