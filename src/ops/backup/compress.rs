@@ -8,20 +8,21 @@ use std::sync::{Condvar, Mutex};
 /// with an output buffer that is reused, so a blob costs no allocation of its own (the sealed
 /// copy's buffer comes from `repo::buffers`).
 ///
-/// Inputs below [`SMALL`] (small files, trees, the last chunk of a file) use their own
-/// contexts: zstd sizes a context's tables to its input and frees a workspace that stayed
-/// three times too large for 128 calls, so small inputs in between made the contexts of
-/// chunk-sized ones allocate and fault in their tables again (a fifth of a first backup's
-/// page faults).
+/// Inputs are split into size classes ([`CLASS_STARTS`]), each with its own contexts: zstd
+/// sizes a context's tables to its input and frees a workspace that stayed three times too
+/// large for 128 calls, so small inputs (trees, small files, the last chunk of a file) made
+/// the contexts of larger ones allocate and fault in their tables again (a fifth of a first
+/// backup's page faults on a tree of large files, half on the kernel tree).
 pub(super) struct Compressors {
     level: i32,
     max: usize,
-    /// Small inputs, chunk-sized inputs.
-    classes: [Class; 2],
+    classes: [Class; CLASS_STARTS.len()],
 }
 
-/// Inputs from this size on use the contexts for chunks (zstd's largest parameter class).
-const SMALL: usize = 256 << 10;
+/// Where each class's inputs start. At level 3, inputs from 64 KiB to 256 KiB get tables of
+/// about 1 MiB (a mapping of their own, see `host::tune_allocator`), larger ones zstd's
+/// largest parameter set; below 64 KiB the workspace is small enough to come and go cheaply.
+const CLASS_STARTS: [usize; 3] = [0, 64 << 10, 256 << 10];
 
 /// Idle contexts, and how many exist.
 #[derive(Default)]
@@ -44,7 +45,7 @@ impl Compressors {
 
     /// `seal(compressed data)` if zstd makes it strictly shorter, else `None`.
     pub(super) fn compress_sealed(&self, data: &[u8], seal: impl FnOnce(&[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
-        let class = &self.classes[(data.len() >= SMALL) as usize];
+        let class = &self.classes[CLASS_STARTS.partition_point(|&start| start <= data.len()) - 1];
         let (mut c, mut buf) = {
             let mut st = class.state.lock().expect("lock");
             loop {
