@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::format::layout;
 use crate::format::snapshot::Snapshot;
 use crate::ids::{DataId, PackId, SnapshotId, TreeId};
-use crate::repo::index::Mark;
+use crate::repo::index::{Index, Mark};
 use crate::repo::Repository;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -76,7 +76,7 @@ impl CheckReport {
 }
 
 /// What is wrong with one object.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Problem {
     PackMissing(PackId),
     PackSize {
@@ -186,12 +186,29 @@ fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     };
     let stored = structure::stored_packs(repo)?;
     let mut found = structure::check_packs(&loaded, &stored, &mut rep);
-    if opts.read_data || opts.subset.is_some() {
-        read_data(repo, &loaded, &stored, opts.subset.as_ref(), &mut found, &mut rep);
-    }
     let snaps = snapshots(repo, &mut rep);
     rep.snapshots = snaps.len();
-    let walked = structure::walk_trees(repo, index, &snaps, found)?;
+    let walked = if opts.read_data || opts.subset.is_some() {
+        // The trees are walked while the packs are read (the walk waits on tree packs, the
+        // read is CPU-bound). A walk notes which trees lead to damage it knows of, so when
+        // the read finds a damaged pack the walk is done again, knowing it.
+        let chosen = chosen_packs(&loaded, &stored, opts.subset.as_ref(), &found);
+        let (walked, damaged) = rayon::join(
+            || structure::walk_trees(repo, index, &snaps, found.clone()),
+            || read_packs(repo, index, &chosen),
+        );
+        let again = !damaged.is_empty();
+        note_damaged(index, damaged, &mut found);
+        rep.packs_read = chosen.len();
+        rep.bytes_read = chosen.iter().map(|p| p.1).sum();
+        rep.read_packs = chosen.iter().map(|p| p.0.to_hex()).collect();
+        match again {
+            true => structure::walk_trees(repo, index, &snaps, found)?,
+            false => walked?,
+        }
+    } else {
+        structure::walk_trees(repo, index, &snaps, found)?
+    };
     rep.trees = walked.trees;
     let problems = walked.found.problems.len();
     let affected = walked.graph.affected(&walked.roots, walked.found.hits, problems);
@@ -267,34 +284,39 @@ fn snapshots(repo: &Repository, rep: &mut CheckReport) -> Vec<(SnapshotId, Snaps
     }
 }
 
-/// Read the stored indexed packs in `subset` (all without one), except those already known
-/// to be missing or of the wrong size and those marked by name (no index lists their blobs:
-/// leftovers a prune deletes); damage becomes a problem of its pack.
-fn read_data(
-    repo: &Repository,
+/// The stored indexed packs in `subset` (all without one) that are read, except those
+/// already known to be missing or of the wrong size and those marked by name (no index lists
+/// their blobs: leftovers a prune deletes).
+fn chosen_packs(
     loaded: &structure::Loaded,
     stored: &HashMap<PackId, u64>,
     subset: Option<&Subset>,
-    found: &mut structure::Found,
-    rep: &mut CheckReport,
-) {
+    found: &structure::Found,
+) -> Vec<(PackId, u64)> {
     let readable = |pos: usize| match found.has_pack(pos as u32) {
         None | Some(Problem::Marked(..)) => true,
         Some(_) => false,
     };
-    let index = &loaded.index;
-    let packs: Vec<(PackId, u64)> = (index.packs().iter().enumerate())
+    let packs: Vec<(PackId, u64)> = (loaded.index.packs().iter().enumerate())
         .filter(|(pos, id)| readable(*pos) && loaded.lists_blobs_of(id))
         .filter_map(|(_, id)| Some((*id, *stored.get(id)?)))
         .collect();
-    let chosen = data::select(packs, subset, data::this_week());
-    let damaged: Vec<(PackId, String)> = chosen
+    data::select(packs, subset, data::this_week())
+}
+
+/// Read `chosen`, in parallel; the damaged packs and why.
+fn read_packs(repo: &Repository, index: &Index, chosen: &[(PackId, u64)]) -> Vec<(PackId, String)> {
+    chosen
         .par_iter()
         .filter_map(|(id, size)| {
             let e = data::read_pack(repo, index, id, *size).err()?;
             Some((*id, e.detail()))
         })
-        .collect();
+        .collect()
+}
+
+/// Damage found by reading becomes a problem of its pack.
+fn note_damaged(index: &Index, damaged: Vec<(PackId, String)>, found: &mut structure::Found) {
     for (id, why) in damaged {
         let pos = index.pack_position(&id).expect("an indexed pack");
         // The pack is named once, by the message: not again inside the reason.
@@ -303,7 +325,4 @@ fn read_data(
         let why = why.strip_prefix(&format!("{path}: ")).unwrap_or(&why).to_string();
         found.pack(pos, Problem::PackDamaged(id, why));
     }
-    rep.packs_read = chosen.len();
-    rep.bytes_read = chosen.iter().map(|p| p.1).sum();
-    rep.read_packs = chosen.iter().map(|p| p.0.to_hex()).collect();
 }

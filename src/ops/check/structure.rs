@@ -90,7 +90,7 @@ pub(super) fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
 }
 
 /// Problems found so far and the trees that lead to them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Found {
     pub(super) problems: Vec<Problem>,
     /// Pack position in the index → its problem.
