@@ -94,6 +94,14 @@ fn key_of(id: &BlobId) -> [u8; KEY_LEN] {
     id.0[..KEY_LEN].try_into().expect("prefix")
 }
 
+/// `a.cmp(b)`, with the first 8 bytes compared as one big-endian integer (the same order):
+/// keys are hashes, so that almost always decides, inline, where a slice comparison calls
+/// `memcmp` (2% of `check --read-data`).
+fn key_cmp(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> std::cmp::Ordering {
+    let head = |k: &[u8; KEY_LEN]| u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+    head(a).cmp(&head(b)).then_with(|| a.cmp(b))
+}
+
 fn bucket_of(key: &[u8; KEY_LEN]) -> usize {
     u16::from_be_bytes([key[0], key[1]]) as usize
 }
@@ -367,7 +375,7 @@ impl Index {
         let b = bucket_of(&key);
         let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
         self.entries[lo..hi]
-            .binary_search_by(|e| e.key.cmp(&key))
+            .binary_search_by(|e| key_cmp(&e.key, &key))
             .ok()
             .map(|i| lo + i)
     }
