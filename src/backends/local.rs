@@ -259,9 +259,10 @@ impl LocalRoot {
             },
         };
         let f = File::open(&full).map_err(fail)?;
-        buf.clear();
-        // Exact: growing by doubling left reused windows at twice the window size.
-        buf.reserve_exact(len as usize);
+        // Exact: growing by doubling left reused windows at twice the window size. The old
+        // contents are kept to be read over (and cut at what was read): clearing first
+        // zeroed every window again (1% of `check --read-data`).
+        buf.reserve_exact((len as usize).saturating_sub(buf.len()));
         buf.resize(len as usize, 0);
         let mut done = 0;
         while done < buf.len() {
@@ -274,6 +275,19 @@ impl LocalRoot {
         }
         buf.truncate(done);
         Ok(done)
+    }
+
+    /// Ask the kernel to start reading `len` bytes at `offset` of `path` into the page cache
+    /// (`posix_fadvise(WILLNEED)`: the reads are queued, not waited for), so that a reader
+    /// busy with the bytes before them finds these cached. Best effort: a missing file or a
+    /// refused hint is left to the read that follows.
+    pub fn will_need(&self, path: &str, offset: u64, len: u64) {
+        let Some(len) = std::num::NonZeroU64::new(len) else {
+            return;
+        };
+        if let Ok(f) = File::open(Path::new(&self.root).join(path)) {
+            let _ = rustix::fs::fadvise(&f, offset, Some(len), rustix::fs::Advice::WillNeed);
+        }
     }
 
     /// The size of the file `path`.

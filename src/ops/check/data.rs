@@ -146,7 +146,7 @@ pub(super) fn read_pack(repo: &Repository, index: &Index, id: &PackId, size: u64
         decode_sealed_header(repo.key(), tail.header(), area as usize).map_err(|e| corrupt(e.to_string()))?;
     entries.sort_by_key(|e| e.offset);
     let mut hasher = blake3::Hasher::new();
-    repo.read_pack_blobs(
+    repo.read_pack_blobs_par(
         id,
         &entries,
         Cover::Area(area),
@@ -154,7 +154,7 @@ pub(super) fn read_pack(repo: &Repository, index: &Index, id: &PackId, size: u64
         &mut |bytes| {
             hasher.update(bytes);
         },
-        &mut |i, _| match index.get(&entries[i].id) {
+        &|i, _| match index.get(&entries[i].id) {
             Some(_) => Ok(()),
             None => Err(corrupt(format!("blob {} is not indexed", entries[i].id.short()))),
         },

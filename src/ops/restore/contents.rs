@@ -8,7 +8,7 @@ use crate::format::tree::{Node, Time};
 use crate::fs::at::{self, DirTree, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
-use crate::repo::pack_reader::Cover;
+use crate::repo::pack_reader::{read_windows, Cover};
 use crate::repo::Repository;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -103,6 +103,21 @@ pub(super) fn write_contents(
         false => connections.max(cores),
     }
     .min(packs.len().max(1));
+    let packs_ids: Vec<PackId> = packs.iter().map(|(p, _)| *p).collect();
+    // Where each pack will be read: a worker starting one hints the next `workers` packs, so
+    // that the kernel reads them while the workers open and write theirs.
+    let ahead: Vec<Vec<(u64, u64)>> = packs
+        .iter()
+        .map(|(_, targets)| {
+            let mut at: Vec<(u64, u64)> = targets
+                .iter()
+                .map(|(id, _, _)| index.get(id).map_or((0, 0), |l| (l.offset as u64, l.length as u64)))
+                .collect();
+            at.sort_unstable();
+            at.dedup();
+            read_windows(&at)
+        })
+        .collect();
     let damaged: Mutex<HashMap<u32, String>> = Mutex::default();
     let write_at = |file: u32, data: &[u8], off: u64| -> Result<()> {
         let Some((target, dirs)) = to else { return Ok(()) };
@@ -118,7 +133,10 @@ pub(super) fn write_contents(
         }
         Ok(())
     };
-    let one_pack = |(pack, mut targets): (PackId, Vec<(DataId, u32, u64)>)| -> Result<()> {
+    let one_pack = |k: usize, (pack, mut targets): (PackId, Vec<(DataId, u32, u64)>)| -> Result<()> {
+        for (p, w) in packs_ids[k + 1..].iter().zip(&ahead[k + 1..]).take(workers) {
+            repo.will_read_pack_ranges(p, w);
+        }
         let loc_of = |id: &DataId| index.get(id).expect("planned blobs are indexed");
         targets.sort_by_key(|(id, _, _)| (loc_of(id).offset, *id));
         let (blobs, ranges) = blobs_of(index, &targets);
@@ -182,9 +200,9 @@ pub(super) fn write_contents(
     Ok(out)
 }
 
-/// Run `f` on each item, in order, on `workers` threads that each take the next item when
-/// done with one; the first error stops the others from taking more and is returned.
-fn in_order<T: Send>(items: Vec<T>, workers: usize, f: &(dyn Fn(T) -> Result<()> + Sync)) -> Result<()> {
+/// Run `f` on each item and its place, in order, on `workers` threads that each take the next
+/// item when done with one; the first error stops the others from taking more and is returned.
+fn in_order<T: Send>(items: Vec<T>, workers: usize, f: &(dyn Fn(usize, T) -> Result<()> + Sync)) -> Result<()> {
     let len = items.len();
     let items: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
     let next = AtomicUsize::new(0);
@@ -197,7 +215,7 @@ fn in_order<T: Send>(items: Vec<T>, workers: usize, f: &(dyn Fn(T) -> Result<()>
                     break;
                 }
                 let item = items[i].lock().expect("lock").take().expect("taken once");
-                if let Err(e) = f(item) {
+                if let Err(e) = f(i, item) {
                     failed.lock().expect("lock").get_or_insert(e);
                     next.store(len, Relaxed);
                     break;
