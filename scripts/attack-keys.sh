@@ -144,7 +144,7 @@ private_modes() {
     pbak prune >/dev/null 2>&1
     pbak check --read-data >/dev/null 2>&1
   ) || fail "a command under umask 000 failed"
-  for d in keys data index snapshots locks .tmp; do [ -d "$repo/$d" ] || fail "no $d/ in the repository"; done
+  for d in keys data index snapshots runs .tmp; do [ -d "$repo/$d" ] || fail "no $d/ in the repository"; done
   open=$(find "$repo" \( -type f ! -perm 600 \) -o \( -type d ! -perm 700 \) -printf '%m %p\n' | head -n 5)
   [ -z "$open" ] || fail "not private under umask 000: $open"
   open=$(find "$cache" -type d ! -perm 700 -printf '%m %p\n' | head -n 5)

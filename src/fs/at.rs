@@ -346,15 +346,71 @@ pub fn set_times(fd: BorrowedFd, atime: Time, mtime: Time) -> io::Result<()> {
 /// read-only file refuses `user.*` xattrs, and an ACL written then is reconciled by the chmod;
 /// times last, since each change touches ctime).
 pub fn apply_fd(fd: BorrowedFd, node: &Node, is_root: bool) -> io::Result<ApplyWarnings> {
-    let mut w = ApplyWarnings::default();
     let (uid, gid) = ids(node);
+    apply_parts(fd, (uid, gid, node.mode), &node.xattrs, &times(node), is_root)
+}
+
+/// What [`apply_fd`] applies to a regular file, kept for each file a restore writes (the
+/// node itself, with its name and chunk list, is not kept): applied through the descriptor
+/// that wrote the file's last chunk.
+#[derive(Clone, Debug)]
+pub struct FileMeta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    /// `None` without xattrs: most files, and then no allocation.
+    xattrs: Option<Box<[Xattr]>>,
+}
+
+/// An xattr's name and value, as a node keeps them.
+type Xattr = (Vec<u8>, Vec<u8>);
+
+impl FileMeta {
+    pub fn of(node: &Node) -> FileMeta {
+        FileMeta {
+            uid: node.uid,
+            gid: node.gid,
+            mode: node.mode,
+            atime: node.atime,
+            mtime: node.mtime,
+            xattrs: (!node.xattrs.is_empty()).then(|| node.xattrs.clone().into_boxed_slice()),
+        }
+    }
+}
+
+/// [`apply_fd`] of a [`FileMeta`].
+pub fn apply_meta_fd(fd: BorrowedFd, m: &FileMeta, is_root: bool) -> io::Result<ApplyWarnings> {
+    let ids = (
+        Some(rustix::fs::Uid::from_raw(m.uid)),
+        Some(rustix::fs::Gid::from_raw(m.gid)),
+        m.mode,
+    );
+    let t = Timestamps {
+        last_access: ts(m.atime),
+        last_modification: ts(m.mtime),
+    };
+    apply_parts(fd, ids, m.xattrs.as_deref().unwrap_or_default(), &t, is_root)
+}
+
+type Ids = (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>, u32);
+
+fn apply_parts(
+    fd: BorrowedFd,
+    (uid, gid, mode): Ids,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    t: &Timestamps,
+    is_root: bool,
+) -> io::Result<ApplyWarnings> {
+    let mut w = ApplyWarnings::default();
     chown_result(rustix::fs::fchown(fd, uid, gid), is_root, &mut w)?;
-    for (name, value) in &node.xattrs {
+    for (name, value) in xattrs {
         let r = rustix::fs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty());
         xattr_result(r, name, is_root, &mut w);
     }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
-    rustix::fs::futimens(fd, &times(node))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+    rustix::fs::futimens(fd, t)?;
     Ok(w)
 }
 

@@ -1,6 +1,12 @@
 //! The last passes of a restore: metadata (files first, then directories deepest first, so
 //! their times stick) and the `--verify` re-read.
 //!
+//! A regular file the content pass writes gets its metadata there, through the descriptor
+//! that wrote its last chunk ([`Walk::finish_file`]); into a new or empty target the
+//! metadata pass then skips such files without opening them, and otherwise it knows them
+//! by inode. The pass gives metadata to the rest: empty files, multiply-linked files,
+//! symlinks, special files, files `if-changed` kept, and directories.
+//!
 //! Metadata goes only to inodes the first pass made ([`Walk::inodes`]), each once: an entry
 //! that is no longer the one created (a user swapped it for a symlink, a hard link or another
 //! file) is left alone with a warning, and a later name of a hard link is skipped because its
@@ -9,13 +15,14 @@
 
 use super::contents::{verify_file, Damaged};
 use super::walk::{Entry, Walk};
+use super::Overwrite;
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
-use crate::fs::at::{self, ino};
+use crate::fs::at::{self, ino, FileMeta};
 use crate::fs::node::ApplyWarnings;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 impl Walk<'_> {
@@ -55,6 +62,41 @@ impl Walk<'_> {
         self.inodes.lock().expect("lock").remove(&key)
     }
 
+    /// Give file `rel` (inode `key`, whose last chunk `fd` just wrote) its metadata, once:
+    /// the content pass's [`Finish`](super::contents::Finish). Failures are warnings, as in
+    /// the metadata pass.
+    pub(super) fn finish_file(&self, rel: &Path, key: at::Ino, fd: BorrowedFd, meta: &FileMeta) {
+        if !self.claim(key) {
+            return;
+        }
+        if self.how_mode() != Overwrite::Always {
+            self.finished.lock().expect("lock").insert(key);
+        }
+        let path = self.target.join(rel);
+        match at::apply_meta_fd(fd, meta, self.is_root()) {
+            Ok(w) => self.note_applied(&path, w),
+            Err(e) => self.metadata_failed(format!("{}: metadata not applied: {e}", path.display())),
+        }
+    }
+
+    /// Whether the content pass gave `e` its metadata already ([`Walk::finish_file`]), known
+    /// without a look at the target: into a new or empty target (`--overwrite always`) every
+    /// restored regular file of one name with contents was created and written, and its last
+    /// chunk's write applied it (a damaged one is set aside: not restored).
+    fn done_by_contents(&self, e: &Entry) -> bool {
+        let n = e.node;
+        self.how_mode() == Overwrite::Always && n.kind == NodeKind::File && n.nlink <= 1 && !n.content.is_empty()
+    }
+
+    fn note_applied(&self, path: &Path, w: ApplyWarnings) {
+        if w.owner_skipped {
+            self.owner_skipped.store(true, Relaxed);
+        }
+        if !w.failed.is_empty() {
+            self.metadata_failed(format!("{}: {}", path.display(), w.failed.join("; ")));
+        }
+    }
+
     /// Apply `node`'s metadata to the entry `rel`; Ok(None) when it is not ours to change.
     fn apply_one(&self, rel: &Path, node: &Node, is_root: bool) -> std::io::Result<Option<ApplyWarnings>> {
         if node.is_dir() {
@@ -68,7 +110,9 @@ impl Walk<'_> {
         let pfd = at::open_path(dir.as_fd(), name)?;
         let key = ino(pfd.as_fd())?;
         if !self.claim(key) {
-            return Ok(None);
+            // Done when its last chunk was written: nothing to say.
+            let done = self.finished.lock().expect("lock").contains(&key);
+            return Ok(done.then(ApplyWarnings::default));
         }
         let w = if node.kind == NodeKind::File {
             let f = at::open_created(dir.as_fd(), name, key, false)?;
@@ -82,21 +126,13 @@ impl Walk<'_> {
     /// Metadata: files now, directories afterwards, deepest first, so their times stick.
     /// Returns whether ownership was skipped (not root).
     pub(super) fn apply_metadata(&self) -> Result<bool> {
-        let is_root = rustix::process::geteuid().is_root();
-        let skipped = AtomicBool::new(false);
+        let is_root = self.is_root();
         let dirs: Mutex<Vec<(PathBuf, Node)>> = Mutex::default();
         let apply = |rel: &Path, node: &Node| -> Result<()> {
             let path = self.target.join(rel);
             // One entry's failure is a warning: the other entries still get their metadata.
             match self.apply_one(rel, node, is_root) {
-                Ok(Some(w)) => {
-                    if w.owner_skipped {
-                        skipped.store(true, Relaxed);
-                    }
-                    if !w.failed.is_empty() {
-                        self.metadata_failed(format!("{}: {}", path.display(), w.failed.join("; ")));
-                    }
-                }
+                Ok(Some(w)) => self.note_applied(&path, w),
                 // A later name of a hard link, whose inode is done: nothing to say.
                 Ok(None) if node.kind == NodeKind::File && node.nlink > 1 => {}
                 Ok(None) => self.warn(format!("{}: replaced during the restore; left alone", path.display())),
@@ -105,7 +141,7 @@ impl Walk<'_> {
             Ok(())
         };
         self.for_each(&|e: &Entry| {
-            if !self.restored(e) {
+            if !self.restored(e) || self.done_by_contents(e) {
                 return Ok(());
             }
             if e.node.is_dir() {
@@ -121,7 +157,7 @@ impl Walk<'_> {
         for (rel, node) in &dirs {
             apply(rel, node)?;
         }
-        Ok(skipped.load(Relaxed))
+        Ok(self.owner_skipped.load(Relaxed))
     }
 
     /// Re-read every restored file; returns how many were checked.

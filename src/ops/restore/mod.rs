@@ -235,10 +235,11 @@ pub fn restore(
     }
     w.for_each(&|e| w.create(e))?;
     w.link_later_names()?;
+    let finish = |rel: &Path, key, fd: std::os::fd::BorrowedFd<'_>, meta: &_| w.finish_file(rel, key, fd, meta);
     let damaged = contents::write_contents(
         repo,
         index,
-        Some((&w.target, w.dirs())),
+        Some((&w.target, w.dirs(), &finish)),
         w.take_plan(),
         opts.connections,
         bytes_done,

@@ -59,6 +59,13 @@ pub(super) struct Walk<'a> {
     is_root: bool,
     /// Every inode this restore made: contents and metadata go only to these.
     pub(super) inodes: Mutex<HashSet<Ino>>,
+    /// Files that got their metadata when their last chunk was written; kept only when the
+    /// target may have had files (`--overwrite` other than `always`), for the metadata pass
+    /// to tell them from files replaced meanwhile. Into a new or empty target the metadata
+    /// pass knows them without a look: see [`Walk::done_by_contents`].
+    pub(super) finished: Mutex<HashSet<Ino>>,
+    /// Ownership could not be restored (not root).
+    pub(super) owner_skipped: std::sync::atomic::AtomicBool,
     /// Directories created (relative to the target); with includes, only those on the way.
     created: Mutex<HashSet<PathBuf>>,
     /// (device, inode) of multiply-linked files → the name created first.
@@ -110,6 +117,8 @@ impl<'a> Walk<'a> {
             checked: Mutex::default(),
             is_root: rustix::process::geteuid().is_root(),
             inodes: Mutex::default(),
+            finished: Mutex::default(),
+            owner_skipped: Default::default(),
             created: Mutex::new(HashSet::new()),
             first_link: Mutex::default(),
             links: Mutex::default(),
@@ -416,7 +425,7 @@ impl Walk<'_> {
         let mut plan = self.plan.lock().expect("lock");
         let file = plan.files.len() as u32;
         plan.files.push((e.rel.clone().into_boxed_path(), key));
-        plan.done.push((e.node.atime, e.node.mtime, offsets.len() as u32));
+        plan.done.push((at::FileMeta::of(e.node), offsets.len() as u32));
         for (id, off) in offsets {
             let loc = self.index.get(&id).expect("checked by chunk_offsets");
             plan.by_pack
@@ -481,6 +490,15 @@ impl Walk<'_> {
             self.sum.lock().expect("lock").hardlinks += 1;
         }
         Ok(())
+    }
+
+    /// What the restore does with what the target has.
+    pub(super) fn how_mode(&self) -> Overwrite {
+        self.how.mode
+    }
+
+    pub(super) fn is_root(&self) -> bool {
+        self.is_root
     }
 
     pub(super) fn warn(&self, w: String) {
