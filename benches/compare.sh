@@ -16,6 +16,10 @@
 # BASE=/path/to/old/pbak adds the tool `pbak-base`: the same commands as `pbak` run with that
 # binary (its own repository, restore dir), and prints pbak / pbak-base wall, CPU and RSS per step
 # (for refactors: old and new binaries side by side in one run).
+# FRESH_FS=1 restores (every tool's, and the tar -x ceiling) into a new ext4 filesystem made
+# for each restore (a loop image under WORKDIR): right after `rm -rf` of a large tree an
+# ext4 filesystem makes every tool wait on it, and which tool ran after which delete decides
+# more than the tool (docs/performance.md, session 13).
 # TOOLS="pbak pbak-base" (space separated, in that order) runs only these tools; default
 # pbak [pbak-base] restic borg [rustic]. The ceiling is measured either way; peers' packages are
 # installed only for the tools that run.
@@ -69,27 +73,38 @@ measure() { # tool step repo cmd...
   printf '%s\t%s\t%s\t%.2f\t%s\t%s\n' "$tool" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$size" >> "$RES"
 }
 set_version() { mkdir -p "$W/data"; rsync -a --delete "$W/$1/linux-source-6.12/" "$DATA/"; }
+# Where restores go: $W, or with FRESH_FS=1 a filesystem made anew by fresh_fs before each.
+RDIR=$W
+fresh_fs() {
+  [ "${FRESH_FS:-}" = 1 ] || return 0
+  RDIR=$W/mnt; mkdir -p "$RDIR"
+  mountpoint -q "$RDIR" && umount "$RDIR"
+  rm -f "$W/fresh.img"; truncate -s 8G "$W/fresh.img"
+  mkfs.ext4 -q -F "$W/fresh.img" && mount -o loop "$W/fresh.img" "$RDIR"
+}
+trap '[ "${FRESH_FS:-}" = 1 ] && mountpoint -q "$W/mnt" && umount "$W/mnt"; true' EXIT
 
 measure ceiling first_backup "" sh -c "tar -C '$W/v1' -cf - linux-source-6.12 | zstd -3 -T0 > /dev/null"
 measure ceiling metadata_walk "" find "$W/v1/linux-source-6.12" -printf '%s %T@ %C@ %i\n'
 
 run_tool() { # name init backup restore check
   local t=$1 repo=$W/repo-$1; rm -rf "$repo" "$W/restore-$t"
+  fresh_fs
   set_version v1
   case $t in
     pbak|pbak-base)
             local bin=$PBAK; [ "$t" = pbak-base ] && bin=$BASE
             "$bin" -r "$repo" init >/dev/null
-            B=("$bin" -r "$repo" backup -q "$DATA"); R=("$bin" -r "$repo" restore latest --target "$W/restore-$t"); C=("$bin" -r "$repo" check --read-data)
+            B=("$bin" -r "$repo" backup -q "$DATA"); R=("$bin" -r "$repo" restore latest --target "$RDIR/restore-$t"); C=("$bin" -r "$repo" check --read-data)
             F=("$bin" -r "$repo" forget --keep-last 2 --prune) ;;
     restic) restic -r "$repo" init >/dev/null
-            B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$W/restore-$t"); C=(restic -r "$repo" check --read-data)
+            B=(restic -r "$repo" backup -q "$DATA"); R=(restic -r "$repo" restore latest --target "$RDIR/restore-$t"); C=(restic -r "$repo" check --read-data)
             F=(restic -r "$repo" forget --keep-last 2 --prune) ;;
     rustic) "$RUSTIC" -r "$repo" init >/dev/null 2>&1
-            B=("$RUSTIC" -r "$repo" backup "$DATA"); R=("$RUSTIC" -r "$repo" restore latest "$W/restore-$t"); C=("$RUSTIC" -r "$repo" check --read-data)
+            B=("$RUSTIC" -r "$repo" backup "$DATA"); R=("$RUSTIC" -r "$repo" restore latest "$RDIR/restore-$t"); C=("$RUSTIC" -r "$repo" check --read-data)
             F=("$RUSTIC" -r "$repo" forget --keep-last 2 --prune) ;;
     borg)   borg init -e repokey-blake2 "$repo" >/dev/null
-            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c 'mkdir -p "$1" && cd "$1" && borg extract "$2::$(borg list --last 1 --short "$2")"' _ "$W/restore-$t" "$repo"); C=(borg check --verify-data "$repo")
+            B=(sh -c "borg create --compression zstd,3 '$repo::{now:%H%M%S%f}' '$DATA'"); R=(sh -c 'mkdir -p "$1" && cd "$1" && borg extract "$2::$(borg list --last 1 --short "$2")"' _ "$RDIR/restore-$t" "$repo"); C=(borg check --verify-data "$repo")
             F=(sh -c 'borg prune --keep-last 2 "$1" && borg compact "$1"' _ "$repo") ;;
   esac
   measure "$t" first_backup "$repo" "${B[@]}"
@@ -98,17 +113,18 @@ run_tool() { # name init backup restore check
   measure "$t" incremental_backup "$repo" "${B[@]}"
   measure "$t" restore "$repo" "${R[@]}"
   measure "$t" check_read_data "$repo" "${C[@]}"
-  diff -r --no-dereference "$DATA" "$W/restore-$t$DATA" > /dev/null && echo "$t: restore identical" || echo "$t: RESTORE DIFFERS"
-  rm -rf "$W/restore-$t"
+  diff -r --no-dereference "$DATA" "$RDIR/restore-$t$DATA" > /dev/null && echo "$t: restore identical" || echo "$t: RESTORE DIFFERS"
+  rm -rf "$RDIR/restore-$t"
   measure "$t" forget_prune "$repo" "${F[@]}"
 }
 # The file-creation limit for the restore step: extracting an uncompressed tar of the same
 # (v2) tree onto the same filesystem, cold caches.
 set_version v2
 tar -C "$W/data" -cf "$W/linux-v2.tar" linux
-rm -rf "$W/tarx" && mkdir -p "$W/tarx"
-measure ceiling restore "" tar -C "$W/tarx" -xf "$W/linux-v2.tar"
-rm -rf "$W/tarx" "$W/linux-v2.tar"
+fresh_fs
+rm -rf "$RDIR/tarx" && mkdir -p "$RDIR/tarx"
+measure ceiling restore "" tar -C "$RDIR/tarx" -xf "$W/linux-v2.tar"
+rm -rf "$RDIR/tarx" "$W/linux-v2.tar"
 
 for t in "${tools[@]}"; do run_tool "$t"; done
 
