@@ -277,16 +277,18 @@ impl LocalRoot {
         Ok(done)
     }
 
-    /// Ask the kernel to start reading `len` bytes at `offset` of `path` into the page cache
-    /// (`posix_fadvise(WILLNEED)`: the reads are queued, not waited for), so that a reader
-    /// busy with the bytes before them finds these cached. Best effort: a missing file or a
-    /// refused hint is left to the read that follows.
-    pub fn will_need(&self, path: &str, offset: u64, len: u64) {
-        let Some(len) = std::num::NonZeroU64::new(len) else {
+    /// Ask the kernel to start reading the byte ranges `(start, end)` of `path` into the page
+    /// cache (`posix_fadvise(WILLNEED)`: the reads are queued, not waited for), so that a
+    /// reader busy with the bytes before them finds these cached. Best effort: a missing file
+    /// or a refused hint is left to the read that follows.
+    pub fn will_need(&self, path: &str, ranges: &[(u64, u64)]) {
+        let Ok(f) = File::open(Path::new(&self.root).join(path)) else {
             return;
         };
-        if let Ok(f) = File::open(Path::new(&self.root).join(path)) {
-            let _ = rustix::fs::fadvise(&f, offset, Some(len), rustix::fs::Advice::WillNeed);
+        for &(start, end) in ranges {
+            if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(start)) {
+                let _ = rustix::fs::fadvise(&f, start, Some(len), rustix::fs::Advice::WillNeed);
+            }
         }
     }
 

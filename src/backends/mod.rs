@@ -331,13 +331,13 @@ impl Backend {
         Ok(())
     }
 
-    /// A hint that `len` bytes at `offset` of `path` will be read soon: a local repository
-    /// starts reading them into the page cache while the caller works on what it has (a cold
-    /// `check --read-data` waited on each window's read: 1.62-1.74 s against 1.26 s warm).
-    /// Nothing is read or counted for a remote repository, and nothing can fail.
-    pub fn will_need(&self, path: &str, offset: u64, len: u64) {
+    /// A hint that the byte ranges `(start, end)` of `path` will be read soon: a local
+    /// repository starts reading them into the page cache while the caller works on what it
+    /// has (a cold `check --read-data` waited on each window's read). Nothing is read or
+    /// counted for a remote repository, and nothing can fail.
+    pub fn will_need(&self, path: &str, ranges: &[(u64, u64)]) {
         if let Some(l) = &self.local {
-            l.will_need(path, offset, len);
+            l.will_need(path, ranges);
         }
     }
 

@@ -358,8 +358,8 @@ pub struct FileMeta {
     uid: u32,
     gid: u32,
     mode: u32,
-    pub atime: Time,
-    pub mtime: Time,
+    atime: Time,
+    mtime: Time,
     /// `None` without xattrs: most files, and then no allocation.
     xattrs: Option<Box<[Xattr]>>,
 }
@@ -399,7 +399,7 @@ type Ids = (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>, u32);
 fn apply_parts(
     fd: BorrowedFd,
     (uid, gid, mode): Ids,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
+    xattrs: &[Xattr],
     t: &Timestamps,
     is_root: bool,
 ) -> io::Result<ApplyWarnings> {

@@ -165,9 +165,8 @@ impl Repository {
         let windows = windows(blobs, cover);
         // All of this pack's windows are asked for first: the kernel reads the later ones
         // while the earlier ones are opened.
-        for &(start, end, _, _) in &windows {
-            self.backend().will_need(&path, start, end - start);
-        }
+        let ranges: Vec<(u64, u64)> = windows.iter().map(|w| (w.0, w.1)).collect();
+        self.backend().will_need(&path, &ranges);
         for (start, end, i, j) in windows {
             with_window(|buf| -> Result<()> {
                 self.backend().get_range_into(&path, start, end - start, buf)?;
@@ -215,17 +214,7 @@ impl Repository {
     /// read soon, so that a worker finds its next pack read while it opens this one (see
     /// `Backend::will_need`: local repositories only).
     pub fn will_read_pack_ranges(&self, pack: &PackId, windows: &[(u64, u64)]) {
-        let path = layout::pack(pack);
-        for &(start, end) in windows {
-            self.backend().will_need(&path, start, end - start);
-        }
-    }
-
-    /// A hint that bytes `start..end` of pack `pack` will be read soon (see
-    /// [`Repository::will_read_pack_blobs`]).
-    pub fn will_read_pack(&self, pack: &PackId, start: u64, end: u64) {
-        self.backend()
-            .will_need(&layout::pack(pack), start, end.saturating_sub(start));
+        self.backend().will_need(&layout::pack(pack), windows);
     }
 }
 

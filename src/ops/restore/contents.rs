@@ -118,7 +118,10 @@ pub(super) fn write_contents(
         .map(|(_, targets)| {
             let mut at: Vec<(u64, u64)> = targets
                 .iter()
-                .map(|(id, _, _)| index.get(id).map_or((0, 0), |l| (l.offset as u64, l.length as u64)))
+                .map(|(id, _, _)| {
+                    let l = index.get(id).expect("planned blobs are indexed");
+                    (l.offset as u64, l.length as u64)
+                })
                 .collect();
             at.sort_unstable();
             at.dedup();
