@@ -11,6 +11,12 @@
 #   PBAK_BIN=/path/to/pbak benches/s3_vs_local.sh ...   # another build (no cargo build)
 #   PBAK_BENCH_CONNECTIONS="10 20" ...   # one more S3 restore per value of --connections
 #   PBAK_BENCH_RESTORE_DIR=/mnt/x ...   # restore there (default: under PBAK_BENCH_DIR)
+#   PBAK_BENCH_FRESH_FS=1 ...   # each restore into a new ext4 loop filesystem (needs root)
+#   PBAK_BENCH_COLD=1 ...       # drop the page cache before each restore (needs root): both
+#                               # read the packs from disk, pbak directly or through the server
+#
+# Odd runs restore from the local repository first, even runs from S3 first: the second of two
+# restores into one filesystem pays for the first one's writeback and full inode tables.
 #
 # Restored trees (RUNS x 2 copies of SOURCE, more with PBAK_BENCH_CONNECTIONS) stay until the
 # end. On ext4 without a journal (this workplace's /var/tmp) creating files within 60 s of
@@ -74,11 +80,23 @@ ratios() {
 restore() {
   local repo="$1" out="$2" m
   shift 2
+  if [[ "${PBAK_BENCH_FRESH_FS:-}" == 1 ]]; then
+    mountpoint -q "$FRESH" && umount "$FRESH"
+    rm -f "$WORK/fresh.img"; truncate -s 8G "$WORK/fresh.img"
+    mkfs.ext4 -q -F "$WORK/fresh.img" && mount -o loop "$WORK/fresh.img" "$FRESH"
+    out="$FRESH/$(basename "$out")"
+  fi
   sync   # the previous restore's dirty pages are not written back during this one
+  [[ "${PBAK_BENCH_COLD:-}" == 1 ]] && echo 3 >/proc/sys/vm/drop_caches
   m=$(measure "$PBAK" -r "$repo" "$@" restore -q latest -t "$out")
   diff -r --no-dereference "$SRC" "$out$SRC" >&2 || { echo "restore from $repo differs from $SRC" >&2; return 1; }
   echo "$m"
 }
+FRESH="$WORK/mnt"
+if [[ "${PBAK_BENCH_FRESH_FS:-}" == 1 ]]; then
+  mkdir -p "$FRESH"
+  trap 'mountpoint -q "$FRESH" && umount "$FRESH"; ${server:+bash "$server" stop}' EXIT
+fi
 
 for run in $(seq "$RUNS"); do
   rm -rf "$WORK/repo" "$WORK/cache"   # (~100 files: too few to slow the restores)
@@ -88,12 +106,18 @@ for run in $(seq "$RUNS"); do
   "$PBAK" -r "$url" init --kdf-memory-mib 8 >/dev/null
   read -r s sm < <(measure "$PBAK" -r "$url" backup -q "$SRC")
   echo "run $run backup: local ${l} s ${lm} MiB, s3 ${s} s ${sm} MiB, $(ratios "$s" "$sm" "$l" "$lm")"
-  read -r l lm < <(restore "$WORK/repo" "$RESTORED/$run-local")
-  read -r s sm < <(restore "$url" "$RESTORED/$run-s3")
+  if ((run % 2)); then
+    read -r l lm < <(restore "$WORK/repo" "$RESTORED/$run-local")
+    read -r s sm < <(restore "$url" "$RESTORED/$run-s3")
+  else
+    read -r s sm < <(restore "$url" "$RESTORED/$run-s3")
+    read -r l lm < <(restore "$WORK/repo" "$RESTORED/$run-local")
+  fi
   echo "run $run restore: local ${l} s ${lm} MiB, s3 ${s} s ${sm} MiB, $(ratios "$s" "$sm" "$l" "$lm")"
   for c in ${PBAK_BENCH_CONNECTIONS:-}; do
     read -r s sm < <(restore "$url" "$RESTORED/$run-s3-$c" --connections "$c")
     echo "run $run restore --connections $c: s3 ${s} s ${sm} MiB, $(ratios "$s" "$sm" "$l" "$lm")"
   done
 done
+[[ "${PBAK_BENCH_FRESH_FS:-}" == 1 ]] && mountpoint -q "$FRESH" && umount "$FRESH"
 rm -rf "$WORK" "$RESTORED"
