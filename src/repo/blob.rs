@@ -102,6 +102,12 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Put `buf` in as this thread's plaintext buffer and return the one it had: how an
+/// [`OpenGate`](super::pack_reader::OpenGate) lends its buffers to the threads it lets in.
+pub(super) fn swap_scratch(buf: Vec<u8>) -> Vec<u8> {
+    SCRATCH.replace(buf)
+}
+
 fn with_decompressor<T>(
     f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
 ) -> std::io::Result<T> {

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::layout;
 use crate::format::pack::{decode_sealed_header, header_len, BlobEntry};
 use crate::ids::PackId;
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Largest byte range of a pack that restore and `check --read-data` read at once; blobs
 /// further apart are read separately (a single larger blob alone).
@@ -32,6 +33,48 @@ fn with_window<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     let out = f(&mut buf);
     WINDOW.set(buf);
     out
+}
+
+/// Lets at most `n` threads open blobs at once, each lent one of `n` plaintext buffers while
+/// it does. A remote restore runs `--connections` workers so that as many ranges are in
+/// flight, but only the cores can open what arrived; without the gate every worker kept a
+/// plaintext buffer of up to a chunk (4 MiB) besides its range: 8 MiB per connection.
+pub struct OpenGate {
+    free: Mutex<Vec<Vec<u8>>>,
+    ready: Condvar,
+}
+
+impl OpenGate {
+    pub fn new(n: usize) -> OpenGate {
+        OpenGate {
+            free: Mutex::new((0..n.max(1)).map(|_| Vec::new()).collect()),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Run `f` once a buffer is free, with it as this thread's plaintext buffer.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let lent = loop {
+            match free.pop() {
+                Some(b) => break b,
+                None => free = self.ready.wait(free).unwrap_or_else(PoisonError::into_inner),
+            }
+        };
+        drop(free);
+        // Given back however `f` ends, a panic included: a lost buffer would stall the rest.
+        struct Back<'g>(&'g OpenGate, Vec<u8>);
+        impl Drop for Back<'_> {
+            fn drop(&mut self) {
+                let lent = super::blob::swap_scratch(std::mem::take(&mut self.1));
+                let mut free = self.0.free.lock().unwrap_or_else(PoisonError::into_inner);
+                free.push(lent);
+                self.0.ready.notify_one();
+            }
+        }
+        let _back = Back(self, super::blob::swap_scratch(lent));
+        f()
+    }
 }
 
 /// What a read of one pack covers.
@@ -90,25 +133,34 @@ fn windows_by(n: usize, at: impl Fn(usize) -> (u64, u64), cover: Cover) -> Vec<(
 impl Repository {
     /// Read `blobs` (sorted by offset) from pack `pack`. Each window's stored bytes go to
     /// `on_bytes` before its blobs are opened (decrypted in place, decompressed, id-checked);
-    /// then `on_blob(i, plaintext)` gets each blob, `i` its position in `blobs`.
+    /// then `on_blob(i, plaintext)` gets each blob, `i` its position in `blobs`. With a
+    /// `gate` a window's blobs are opened (and given to `on_blob`) only once it lets the
+    /// thread in; the window itself is read before.
     pub fn read_pack_blobs(
         &self,
         pack: &PackId,
         blobs: &[BlobEntry],
         cover: Cover,
+        gate: Option<&OpenGate>,
         on_bytes: &mut dyn FnMut(&[u8]),
         on_blob: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
         self.read_windows_of(pack, blobs, cover, on_bytes, &mut |path, window, start, range| {
-            for k in range {
-                let e = &blobs[k];
-                // Blobs that overlap (a header only a key holder could write) land here.
-                let sealed = &mut blob_in(path, window, start, e)?[..e.length as usize];
-                self.open_blob_in_place(path, &e.id, e.compressed, e.raw_length, sealed, |plain| {
-                    on_blob(k, plain)
-                })?;
+            let open = || -> Result<()> {
+                for k in range {
+                    let e = &blobs[k];
+                    // Blobs that overlap (a header only a key holder could write) land here.
+                    let sealed = &mut blob_in(path, window, start, e)?[..e.length as usize];
+                    self.open_blob_in_place(path, &e.id, e.compressed, e.raw_length, sealed, |plain| {
+                        on_blob(k, plain)
+                    })?;
+                }
+                Ok(())
+            };
+            match gate {
+                Some(g) => g.run(open),
+                None => open(),
             }
-            Ok(())
         })
     }
 
@@ -296,6 +348,44 @@ fn check_reply(reply: &[u8], asked: u64) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
     use crate::format::pack::BlobKind;
+
+    /// No more threads inside than the gate has buffers, each inside with a buffer of the
+    /// gate's (what it grew to comes back next time), and a panic inside gives it back.
+    #[test]
+    fn open_gate_lets_in_as_many_as_it_has_buffers() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let gate = OpenGate::new(2);
+        let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        gate.run(|| {
+                            most.fetch_max(inside.fetch_add(1, SeqCst) + 1, SeqCst);
+                            let mut mine = super::super::blob::swap_scratch(Vec::new());
+                            mine.resize(1000, 1);
+                            super::super::blob::swap_scratch(mine);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            inside.fetch_sub(1, SeqCst);
+                        });
+                    }
+                    assert!(
+                        super::super::blob::swap_scratch(Vec::new()).is_empty(),
+                        "the thread's own buffer is back"
+                    );
+                });
+            }
+        });
+        assert_eq!(most.load(SeqCst), 2);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.run(|| panic!("inside"))));
+        assert!(caught.is_err());
+        let free = gate.free.lock().unwrap();
+        assert_eq!(free.len(), 2, "both buffers back after a panic");
+        assert!(
+            free.iter().all(|b| b.capacity() >= 1000),
+            "buffers keep what they grew to"
+        );
+    }
 
     #[test]
     fn short_replies_are_named_not_sliced() {

@@ -8,7 +8,7 @@ use crate::format::tree::Node;
 use crate::fs::at::{self, DirTree, FileMeta, Ino};
 use crate::ids::{AnyBlobId, DataId, PackId};
 use crate::repo::index::Index;
-use crate::repo::pack_reader::{read_windows, Cover};
+use crate::repo::pack_reader::{read_windows, Cover, OpenGate};
 use crate::repo::Repository;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -88,9 +88,10 @@ pub(super) type Damaged = (Box<Path>, Ino, String);
 /// workers, each taking the next pack when done with one: the rayon pool alone has one
 /// thread per core, which left a remote store with two requests in flight on two cores.
 /// From a remote repository `connections` workers (at least one per core) keep that many
-/// reads in flight (the backend's gate bounds them too); a local one uses one per core.
-/// Memory stays bounded: a worker holds one read window (at most `READ_WINDOW`, or one
-/// larger blob) at a time.
+/// reads in flight (the backend's gate bounds them too), and at most one per core opens and
+/// writes what arrived ([`OpenGate`]); a local one uses one worker per core. Memory stays
+/// bounded: a worker holds one read window (at most `READ_WINDOW`, or one larger blob) at a
+/// time, and each core one plaintext buffer of up to a chunk.
 pub(super) fn write_contents(
     repo: &Repository,
     index: &Index,
@@ -110,6 +111,9 @@ pub(super) fn write_contents(
         false => connections.max(cores),
     }
     .min(packs.len().max(1));
+    // More workers than cores (a remote store): the cores open what the ranges in flight
+    // brought, one plaintext buffer each.
+    let gate = (workers > cores).then(|| OpenGate::new(cores));
     let packs_ids: Vec<PackId> = packs.iter().map(|(p, _)| *p).collect();
     // Where each pack will be read: a worker starting one hints the next `workers` packs, so
     // that the kernel reads them while the workers open and write theirs.
@@ -165,6 +169,7 @@ pub(super) fn write_contents(
                 &pack,
                 &blobs[range.clone()],
                 Cover::Blobs,
+                gate.as_ref(),
                 &mut |_| {},
                 &mut |i, data| {
                     let k = range.start + i;
@@ -256,6 +261,7 @@ fn copy_elsewhere(
             &index.pack_id(&loc),
             &[other],
             Cover::Blobs,
+            None,
             &mut |_| {},
             &mut |_, data| write(data).inspect_err(|e| write_err = Some(e.to_string())),
         );
